@@ -32,7 +32,7 @@ def _hour_of_day(idx: pd.DatetimeIndex) -> np.ndarray:
 
 
 def _day_of_week(idx: pd.DatetimeIndex) -> np.ndarray:
-    return idx.dayofweek.to_numpy() / 6.0 - 0.5
+    return idx.day_of_week.to_numpy() / 6.0 - 0.5
 
 
 def _day_of_month(idx: pd.DatetimeIndex) -> np.ndarray:
@@ -40,7 +40,7 @@ def _day_of_month(idx: pd.DatetimeIndex) -> np.ndarray:
 
 
 def _day_of_year(idx: pd.DatetimeIndex) -> np.ndarray:
-    return (idx.dayofyear.to_numpy() - 1) / 365.0 - 0.5
+    return (idx.day_of_year.to_numpy() - 1) / 365.0 - 0.5
 
 
 def _week_of_year(idx: pd.DatetimeIndex) -> np.ndarray:
@@ -111,7 +111,7 @@ def calendar_time_features(index: pd.DatetimeIndex) -> np.ndarray:
     """[len(index), 5] int64 columns month, day, weekday, hour, minute (see CALENDAR_COLUMNS)."""
     index = pd.DatetimeIndex(index)
     return np.stack(
-        [index.month.to_numpy(), index.day.to_numpy(), index.dayofweek.to_numpy(),
+        [index.month.to_numpy(), index.day.to_numpy(), index.day_of_week.to_numpy(),
          index.hour.to_numpy(), index.minute.to_numpy()],
         axis=1,
     ).astype(np.int64)
