@@ -20,7 +20,9 @@ import contextlib
 import io
 import os
 import pickle
+import struct
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -124,20 +126,37 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if not raw:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); it was probably cut off while copying")
     try:
-        payload = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # A legacy (non-zip) pickle makes torch warn that weights_only=False "might" succeed; the
+            # file is refused either way, and that advice must not reach the user.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            payload = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
+        first = _unpickler_reason(str(exc))
         raise CheckpointError(
             f"checkpoint {path} was refused by the safe loader (it holds objects other than tensors and "
             f"plain values, so it is not an informer checkpoint): {first}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError,
+            IndexError, TypeError, AttributeError, struct.error) as exc:  # garbage bytes: any of these
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated and cannot be loaded ({first[:200]}); "
             "use another copy or retrain"
         ) from None
     return validate_payload(payload, path)
+
+
+def _unpickler_reason(message: str) -> str:
+    """The safe unpickler's actual reason, without torch's advice to retry with weights_only=False."""
+    if "WeightsUnpickler error:" in message:
+        message = message.split("WeightsUnpickler error:", 1)[1]
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation",
+                   "(1)", "(2)")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(boilerplate)]
+    # drop torch's suggestion to allowlist the class: that is the unsafe direction
+    return reasons[0].split(". Please use")[0][:200] if reasons else "unsupported content"
 
 
 def validate_payload(payload: Any, path: Path) -> dict[str, Any]:

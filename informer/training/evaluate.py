@@ -1,0 +1,159 @@
+"""Scoring a split exactly: every window, in order, sums in float64, sharded across processes without
+padding; plus the two naive baselines on the same windows and forecast figures for TensorBoard."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from informer.data import DataBundle, WindowDataset, make_decoder_input
+from informer.metrics import ForecastScore, inverse_scaler
+from informer.plotting import ForecastWindow, plot_forecast_windows
+from informer.training.distributed import DistContext, all_reduce_sum, shard_range
+
+MAPE_NOTE = ("MAPE and MSPE leave out points whose true value is exactly 0 (counted in "
+             "zero_targets_excluded); on scaled data they are not meaningful, read them in original units")
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def forecast(model: nn.Module, batch: Batch, label_len: int, pred_len: int, c_out: int,
+             autocast: Callable[[], Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the model on one batch already on its device; returns float32 (prediction, truth),
+    both ``[B, pred_len, c_out]`` in scaled units."""
+    x_enc, x_mark_enc, y, y_mark = batch
+    x_dec = make_decoder_input(y, label_len, pred_len)  # [B, label_len + pred_len, C]
+    with autocast():
+        out = model(x_enc, x_mark_enc, x_dec, y_mark)
+    if isinstance(out, tuple):  # output_attention=True also returns the attention maps
+        out = out[0]
+    truth = y[:, -pred_len:, -c_out:]  # [B, pred_len, c_out]
+    return out.float(), truth
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DistributedDataParallel and torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def target_stats(bundle: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaler mean and scale of the forecast variables (the last c_out model columns)."""
+    c_out = bundle.c_out
+    mean = torch.as_tensor(bundle.scaler.mean_[-c_out:], dtype=torch.float64)
+    scale = torch.as_tensor(bundle.scaler.scale_[-c_out:], dtype=torch.float64)
+    return mean, scale
+
+
+def _seasonal_naive(x_enc: torch.Tensor, period: int, pred_len: int, c_out: int) -> torch.Tensor:
+    """Repeat the last ``period`` observed steps; ``[B, pred_len, c_out]``."""
+    steps = torch.arange(pred_len, device=x_enc.device) % period  # [H]
+    return x_enc[:, x_enc.shape[1] - period + steps, -c_out:]  # [B, H, c_out]
+
+
+def _loader(dataset: WindowDataset, indices: Sequence[int], batch_size: int, num_workers: int) -> DataLoader:
+    # unshuffled and nothing dropped: every window in ``indices`` is scored exactly once; a private
+    # generator keeps DataLoader start-up from drawing on the global RNG (exact resume)
+    return DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False, drop_last=False,
+                      num_workers=num_workers, generator=torch.Generator())
+
+
+@torch.inference_mode()
+def evaluate_split(model: nn.Module, bundle: DataBundle, split: str, *, batch_size: int,
+                   device: torch.device, autocast: Callable[[], Any], dist_ctx: DistContext | None = None,
+                   max_windows: int | None = None, baselines: bool = True,
+                   num_workers: int = 0) -> dict[str, Any]:
+    """Metrics of ``model`` on a split: ``{model, naive_last, naive_seasonal, windows, ...}``.
+
+    The windows are split into contiguous shares, one per process (no padding, no duplicates); each
+    process sums its errors in float64 and the sums are added across processes, so the result does not
+    depend on the batch size or the number of processes.
+    """
+    dist_ctx = dist_ctx or DistContext()
+    dataset = bundle.split(split)
+    net = unwrap(model)
+    was_training = net.training
+    net.eval()
+    n_windows = len(dataset) if max_windows is None else min(len(dataset), max_windows)
+    mean, scale = target_stats(bundle)
+    to_original = inverse_scaler(mean.to(device), scale.to(device))
+    c_out, label_len, pred_len = bundle.c_out, bundle.label_len, bundle.pred_len
+    scores = {name: ForecastScore(pred_len, to_original, device)
+              for name in ("model", *(("naive_last", "naive_seasonal") if baselines else ()))}
+    period = bundle.seasonal_period
+    for batch in _loader(dataset, shard_range(n_windows, dist_ctx.rank, dist_ctx.world_size),
+                         batch_size, num_workers):
+        batch = tuple(t.to(device, non_blocking=True) for t in batch)
+        pred, truth = forecast(net, batch, label_len, pred_len, c_out, autocast)
+        scores["model"].update(pred, truth)
+        if baselines:
+            x_enc = batch[0]  # [B, seq_len, C]
+            last = x_enc[:, -1:, -c_out:].expand(-1, pred_len, -1)  # [B, H, c_out]
+            scores["naive_last"].update(last, truth)
+            scores["naive_seasonal"].update(_seasonal_naive(x_enc, period, pred_len, c_out), truth)
+    flat = all_reduce_sum(torch.cat([s.as_tensor() for s in scores.values()]))
+    for score, part in zip(scores.values(), flat.chunk(len(scores)), strict=True):
+        score.load_tensor(part)
+    net.train(was_training)
+    result: dict[str, Any] = {name: score.summary() for name, score in scores.items()}
+    result["windows"] = scores["model"].scaled.count // (pred_len * c_out)
+    if baselines:
+        result["seasonal_period"] = period
+    return result
+
+
+def validation_loss(metrics: dict[str, Any], loss: str) -> float:
+    """The early-stopping criterion: the training loss function on the scaled validation data."""
+    value = metrics["model"]["scaled"]["mae" if loss == "mae" else "mse"]
+    return float(value) if value is not None else math.nan
+
+
+def plot_indices(n_windows: int, count: int) -> list[int]:
+    """``count`` fixed windows spread evenly over the split (the same ones every epoch)."""
+    if count <= 0 or n_windows <= 0:
+        return []
+    return sorted({int(i) for i in np.linspace(0, n_windows - 1, min(count, n_windows)).round()})
+
+
+@torch.inference_mode()
+def forecast_figure(model: nn.Module, bundle: DataBundle, split: str, indices: Sequence[int], *,
+                    device: torch.device, autocast: Callable[[], Any]) -> Figure | None:
+    """History, truth and forecast of the target column (original units) for a few windows."""
+    if not indices:
+        return None
+    dataset = bundle.split(split)
+    net = unwrap(model)
+    was_training = net.training
+    net.eval()
+    items = [dataset[i] for i in indices]
+    batch = tuple(torch.stack(parts).to(device) for parts in zip(*items, strict=True))
+    pred, truth = forecast(net, batch, bundle.label_len, bundle.pred_len, bundle.c_out, autocast)
+    net.train(was_training)
+    history = batch[0][..., -1:]  # [B, seq_len, 1]: the target is the last column
+
+    def to_original(values: torch.Tensor) -> np.ndarray:  # [B, L, 1] scaled -> [B, L] original units
+        return bundle.inverse_transform(values.double().cpu().numpy())[..., 0]
+
+    hist, true, fut = to_original(history), to_original(truth[..., -1:]), to_original(pred[..., -1:])
+    windows = []
+    for k, i in enumerate(indices):
+        start = dataset.window_start(i)
+        stamps = bundle.timestamps
+        windows.append(ForecastWindow(
+            history_time=stamps[start:start + bundle.seq_len], history=hist[k],
+            forecast_time=stamps[start + bundle.seq_len:start + bundle.seq_len + bundle.pred_len],
+            prediction=fut[k], truth=true[k], title=f"{split} window {i} ({bundle.target})",
+        ))
+    return plot_forecast_windows(windows, ylabel=bundle.target)

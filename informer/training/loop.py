@@ -1,0 +1,234 @@
+"""The training loop: epochs of optimizer steps, validation, early stopping and checkpoints.
+
+All state that changes while training lives in ``Trainer.state`` (a LoopState), the optimizer and the
+GradScaler, so a checkpoint of those three plus the RNG states is a complete description of the loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from informer.checkpoint import save_checkpoint
+from informer.config import ModelConfig, TrainAppConfig
+from informer.data import DataBundle
+from informer.errors import UserError
+from informer.training.artifacts import model_payload, training_section
+from informer.training.distributed import DistContext, all_gather_objects, all_reduce_sum, any_process
+from informer.training.evaluate import (
+    evaluate_split,
+    forecast,
+    forecast_figure,
+    plot_indices,
+    validation_loss,
+)
+from informer.training.schedule import learning_rate, set_learning_rate
+from informer.training.setup import autocast_factory
+from informer.training.state import LoopState, capture_rng_state
+from informer.training.tensorboard import RunWriter
+
+log = logging.getLogger(__name__)
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (order fixed by seed + epoch) that can start part-way into an epoch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.skip = 0
+
+    def set_position(self, epoch: int, skip_samples: int) -> None:
+        self.set_epoch(epoch)
+        self.skip = skip_samples
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(self.num_samples - self.skip, 0)
+
+
+@dataclass
+class RunParts:
+    """What the runner assembled for the loop."""
+
+    app: TrainAppConfig
+    bundle: DataBundle
+    model_cfg: ModelConfig
+    model: nn.Module  # what the loop calls: possibly wrapped in DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    grad_scaler: torch.amp.GradScaler | None
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    dist: DistContext
+    writer: RunWriter
+    checkpoint_dir: Path
+    config: dict[str, Any]  # the resolved run config stored in checkpoints
+
+
+class Trainer:
+    def __init__(self, parts: RunParts, state: LoopState | None = None) -> None:
+        self.p = parts
+        self.state = state or LoopState()
+        tr = parts.app.train
+        self.autocast = autocast_factory(parts.device, parts.amp_dtype)
+        self.per_rank_batch = tr.batch_size // parts.dist.world_size
+        self.sampler = ResumableSampler(parts.bundle.train, num_replicas=parts.dist.world_size,
+                                        rank=parts.dist.rank, shuffle=True, seed=tr.seed, drop_last=False)
+        self.loader = DataLoader(parts.bundle.train, batch_size=self.per_rank_batch, sampler=self.sampler,
+                                 drop_last=True, num_workers=tr.num_workers,
+                                 pin_memory=parts.device.type == "cuda", generator=torch.Generator())
+        full = self.sampler.num_samples // self.per_rank_batch  # batches per epoch on every rank
+        if full == 0:
+            raise UserError(f"train.batch_size={tr.batch_size} exceeds the {len(parts.bundle.train)} "
+                            "training windows; use a smaller batch size or a longer series")
+        self.steps_per_epoch = min(full, tr.limit_train_batches or full)
+        self.criterion = nn.L1Loss() if tr.loss == "mae" else nn.MSELoss()
+        self.plot_windows = plot_indices(len(parts.bundle.val), tr.plot_windows)
+        self.main = parts.dist.is_main
+        self.lr = self._lr(self.state.epoch, self.state.step_in_epoch)
+
+    def _lr(self, epoch: int, step: int) -> float:
+        tr = self.p.app.train
+        return learning_rate(tr.lradj, tr.learning_rate, epoch, step / self.steps_per_epoch, tr.epochs)
+
+    # ------------------------------------------------------------------ epochs
+    def fit(self) -> LoopState:
+        tr, st = self.p.app.train, self.state
+        while st.epoch < tr.epochs and not st.stopped_early:
+            started = time.perf_counter()
+            train_loss = self._train_epoch()
+            val_loss = self._validate()
+            lr = self.lr
+            improved = st.finish_epoch(train_loss, val_loss, lr, tr.patience)
+            st.stopped_early = any_process(st.stopped_early, self.p.device)
+            if improved and self.main:
+                save_checkpoint(self._payload(epoch=st.epoch - 1, val_loss=val_loss),
+                                self.p.checkpoint_dir / "best.pt")
+            self.save_last()
+            self._log_epoch(train_loss, val_loss, lr, time.perf_counter() - started, improved)
+        if st.stopped_early:
+            log.info("early stopping: validation loss did not improve for %d epochs", tr.patience)
+        return st
+
+    def _train_epoch(self) -> float:
+        st, tr = self.state, self.p.app.train
+        self.sampler.set_position(st.epoch, st.step_in_epoch * self.per_rank_batch)
+        self.p.model.train()
+        remaining = self.steps_per_epoch - st.step_in_epoch
+        bar = tqdm(total=self.steps_per_epoch, initial=st.step_in_epoch, leave=False, dynamic_ncols=True,
+                   desc=f"epoch {st.epoch + 1}/{tr.epochs}", disable=not (self.main and sys.stderr.isatty()))
+        for batch in itertools.islice(self.loader, max(remaining, 0)):
+            self.lr = self._lr(st.epoch, st.step_in_epoch)
+            set_learning_rate(self.p.optimizer, self.lr)
+            loss = self._step(batch)
+            st.record_step(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{st.epoch_train_loss():.4f}", refresh=False)
+            self.p.writer.scalar("train/loss", loss, st.global_step)
+            self.p.writer.scalar("lr", self.lr, st.global_step)
+            if tr.checkpoint_every and st.global_step % tr.checkpoint_every == 0:
+                self.save_last()
+        bar.close()
+        return st.epoch_train_loss()
+
+    def _step(self, batch: tuple[torch.Tensor, ...]) -> float:
+        """One optimizer step; returns the loss averaged over all processes."""
+        p, st = self.p, self.state
+        batch = tuple(t.to(p.device, non_blocking=True) for t in batch)
+        pred, truth = forecast(p.model, batch, p.bundle.label_len, p.bundle.pred_len, p.bundle.c_out,
+                               self.autocast)
+        loss = self.criterion(pred, truth)
+        p.optimizer.zero_grad(set_to_none=True)
+        if p.grad_scaler is not None:
+            p.grad_scaler.scale(loss).backward()
+            p.grad_scaler.unscale_(p.optimizer)
+        else:
+            loss.backward()
+        grads = [q.grad for q in p.model.parameters() if q.grad is not None]
+        clip = p.app.train.grad_clip
+        norm = (nn.utils.clip_grad_norm_(p.model.parameters(), clip) if clip
+                else nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=p.device))
+        # fp16 loss scaling overflows on purpose now and then: the scaler skips that step by itself
+        grads_bad = ~torch.isfinite(norm) if p.grad_scaler is None else torch.zeros((), dtype=torch.bool,
+                                                                                    device=p.device)
+        # one collective per step: the summed loss and the number of processes that saw non-finite values
+        stats = torch.stack([loss.detach().float(), ((~torch.isfinite(loss.detach())) | grads_bad).float()])
+        loss_sum, bad = all_reduce_sum(stats).tolist()
+        if bad > 0:
+            what = "loss" if not math.isfinite(loss_sum) else "gradients"
+            raise UserError(
+                f"training diverged at epoch {st.epoch + 1}, step {st.step_in_epoch + 1} (global step "
+                f"{st.global_step + 1}): the {what} became NaN or infinite. Likely causes: a learning rate "
+                f"too high (train.learning_rate={p.app.train.learning_rate}, now {self.lr:.3g}), NaN or "
+                "extreme values in the data, or fp16 overflow (try train.amp_dtype=bf16 or train.amp=false). "
+                "This step was not applied and no checkpoint was written for it; checkpoints/last.pt holds "
+                "the last good state."
+            )
+        if p.grad_scaler is not None:
+            p.grad_scaler.step(p.optimizer)
+            p.grad_scaler.update()
+        else:
+            p.optimizer.step()
+        return loss_sum / p.dist.world_size
+
+    def _validate(self) -> float:
+        p, tr = self.p, self.p.app.train
+        limit = tr.limit_eval_batches * tr.eval_batch_size if tr.limit_eval_batches else None
+        metrics = evaluate_split(p.model, p.bundle, "val", batch_size=tr.eval_batch_size, device=p.device,
+                                 autocast=self.autocast, dist_ctx=p.dist, max_windows=limit, baselines=False,
+                                 num_workers=tr.num_workers)
+        loss = validation_loss(metrics, tr.loss)
+        if not math.isfinite(loss):
+            raise UserError(
+                f"the validation loss of epoch {self.state.epoch + 1} is {loss}: the model produces NaN or "
+                "infinite forecasts; lower train.learning_rate or check the data for extreme values"
+            )
+        self.p.writer.scalars("val", {"mse": metrics["model"]["scaled"]["mse"],
+                                      "mae": metrics["model"]["scaled"]["mae"],
+                                      "mse_original": metrics["model"]["original"]["mse"]},
+                              self.state.global_step)
+        return loss
+
+    # ------------------------------------------------------------------ outputs
+    def _log_epoch(self, train_loss: float, val_loss: float, lr: float, seconds: float,
+                   improved: bool) -> None:
+        st, tr, w = self.state, self.p.app.train, self.p.writer
+        # epoch-level values share the global-step axis with train/loss so that the curves overlay
+        step = st.global_step
+        w.scalar("train/epoch_loss", train_loss, step)
+        w.scalar("val/loss", val_loss, step)
+        w.scalar("epoch", st.epoch, step)
+        w.scalar("time/epoch_seconds", seconds, step)
+        if self.main and self.plot_windows:
+            figure = forecast_figure(self.p.model, self.p.bundle, "val", self.plot_windows,
+                                     device=self.p.device, autocast=self.autocast)
+            if figure is not None:
+                w.figure("val/forecast", figure, step)
+        w.flush()
+        log.info("epoch %d/%d  train_loss %.6f  val_loss %.6f  lr %.3g  %.1fs%s", st.epoch, tr.epochs,
+                 train_loss, val_loss, lr, seconds, "  (best)" if improved else "")
+
+    def _payload(self, **extra: Any) -> dict[str, Any]:
+        return model_payload(self.p.model, self.p.model_cfg, self.p.config, self.p.bundle.checkpoint_data(),
+                             **extra)
+
+    def save_last(self) -> None:
+        """Write last.pt with the full loop state. Collective: every process must call it."""
+        rng = all_gather_objects(capture_rng_state())
+        if self.main:
+            payload = self._payload(training=training_section(self.p.optimizer, self.p.grad_scaler,
+                                                              self.state, self.lr, rng))
+            save_checkpoint(payload, self.p.checkpoint_dir / "last.pt")

@@ -1,0 +1,163 @@
+"""Every config preset composes against the schemas; typos, wrong types and unsupported values fail early."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from training_helpers import REPO, TRAIN_SCRIPT, run_script, tiny_overrides
+
+from informer.config import TrainAppConfig, register_configs
+from informer.errors import UserError
+from informer.training import register_evaluate_config
+from informer.training.schedule import TYPE2_TABLE, learning_rate
+from informer.training.setup import check_config, to_app_config
+
+CONFIGS = REPO / "configs"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+def _compose(overrides: list[str], name: str = "train"):
+    register_configs()
+    register_evaluate_config()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
+        return compose(name, overrides=overrides)
+
+
+def _checked(overrides: list[str]) -> TrainAppConfig:
+    app = to_app_config(_compose(overrides))
+    check_config(app)
+    return app
+
+
+def test_groups_hold_the_documented_options() -> None:
+    assert _options("dataset") == ["ETTh1", "ETTh2", "ETTm1", "ETTm2", "custom"]
+    assert _options("model") == ["informer", "informer_stack", "transformer"]
+    horizons = (24, 48, 168, 336, 720)
+    assert set(_options("experiment")) == {f"{d}_{f}_{h}" for d in ("ETTh1", "ETTh2") for f in "MS"
+                                           for h in horizons}
+
+
+@pytest.mark.parametrize("dataset", _options("dataset"))
+def test_every_dataset_composes(dataset: str) -> None:
+    extra = ["dataset.path=my.csv"] if dataset == "custom" else []
+    app = _checked([f"dataset={dataset}", *extra])
+    assert app.dataset.name == dataset
+
+
+@pytest.mark.parametrize("model", _options("model"))
+def test_every_model_composes(model: str) -> None:
+    app = _checked([f"model={model}"])
+    assert app.model.d_model == 512 and app.model.n_heads == 8 and app.model.d_ff == 2048
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_every_experiment_composes(experiment: str) -> None:
+    app = _checked([f"experiment={experiment}"])
+    name, features, horizon = experiment.split("_")
+    assert (app.dataset.name, app.dataset.features, app.model.pred_len) == (name, features, int(horizon))
+    assert app.model.d_model == 512 and app.train.learning_rate == 1e-4  # paper defaults kept
+
+
+def test_evaluate_config_composes() -> None:
+    cfg = _compose(["checkpoint=run/checkpoints/best.pt"], name="evaluate")
+    assert cfg.split == "test" and cfg.checkpoint == "run/checkpoints/best.pt"
+
+
+@pytest.mark.parametrize(("experiment", "lengths"), [
+    ("ETTh1_M_24", (48, 48, 24)), ("ETTh1_M_48", (96, 48, 48)), ("ETTh1_M_168", (168, 168, 168)),
+    ("ETTh1_M_336", (168, 168, 336)), ("ETTh1_M_720", (336, 336, 720)), ("ETTh1_S_24", (720, 168, 24)),
+    ("ETTh2_M_168", (336, 336, 168)),
+])
+def test_paper_lengths(experiment: str, lengths: tuple[int, int, int]) -> None:
+    app = _checked([f"experiment={experiment}"])
+    assert (app.model.seq_len, app.model.label_len, app.model.pred_len) == lengths
+
+
+def test_experiment_combines_with_model_group() -> None:
+    app = _checked(["experiment=ETTh1_M_48", "model=transformer"])
+    assert (app.model.attn, app.model.distil, app.model.seq_len) == ("full", False, 96)
+
+
+def test_defaults_are_the_paper_training_setup() -> None:
+    app = _checked([])
+    tr = app.train
+    assert (tr.epochs, tr.batch_size, tr.learning_rate, tr.patience, tr.lradj, tr.loss) == \
+        (6, 32, 1e-4, 3, "type1", "mse")
+    assert (app.dataset.name, app.model.name, app.model.attn) == ("ETTh1", "informer", "prob")
+
+
+def test_transformer_is_full_attention_without_distilling() -> None:
+    app = _checked(["model=transformer"])
+    assert app.model.attn == "full" and app.model.distil is False
+
+
+@pytest.mark.parametrize("override", ["model.d_modle=3", "train.epoch=3", "dataset.traget=OT"])
+def test_typo_fails_at_composition(override: str) -> None:
+    with pytest.raises(ConfigCompositionException, match="Could not override"):
+        _compose([override])
+
+
+@pytest.mark.parametrize("override", ["model.d_model=abc", "train.batch_size=1.5", "model.distil=maybe"])
+def test_wrong_type_fails_at_composition(override: str) -> None:
+    with pytest.raises(ConfigCompositionException):
+        _compose([override])
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ("dataset.name=ETTh9", "dataset.name"), ("model.attn=sparse", "model.attn"),
+    ("train.lradj=type3", "train.lradj"), ("train.amp_dtype=fp8", "train.amp_dtype"),
+    ("train.loss=huber", "train.loss"), ("dataset.features=X", "dataset.features"),
+    ("train.batch_size=0", "train.batch_size"), ("model.label_len=200", "model.label_len"),
+    ("model.n_heads=3", "model.d_model"), ("train.limit_train_batches=0", "train.limit_train_batches"),
+])
+def test_values_the_schema_cannot_catch_raise_user_error(override: str, field: str) -> None:
+    with pytest.raises(UserError, match=field.replace(".", r"\.")):
+        _checked([override])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_gpu_is_a_user_error() -> None:
+    with pytest.raises(UserError, match=r"train\.device=cuda"):
+        _checked(["train.device=cuda"])
+
+
+def test_global_batch_must_split_evenly_across_processes() -> None:
+    app = to_app_config(_compose(["train.batch_size=30"]))
+    with pytest.raises(UserError, match="divisible"):
+        check_config(app, world_size=4)
+
+
+def test_cli_typo_and_user_error_exit_cleanly(tmp_path: Path, ett_dir: Path) -> None:
+    typo = run_script(TRAIN_SCRIPT, ["model.d_modle=3", f"hydra.run.dir={tmp_path / 'a'}"], cwd=tmp_path)
+    assert typo.returncode != 0 and "d_modle" in typo.stderr
+    bad = run_script(TRAIN_SCRIPT, [*tiny_overrides(ett_dir), "train.lradj=type3",
+                                    f"hydra.run.dir={tmp_path / 'b'}"], cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: ") and "train.lradj" in bad.stderr
+    assert "Traceback" not in bad.stderr + bad.stdout
+
+
+def test_learning_rate_schedules() -> None:
+    assert [learning_rate("type1", 1e-4, e) for e in range(3)] == [1e-4, 5e-5, 2.5e-5]
+    assert learning_rate("type2", 1e-4, 0) == 1e-4 and learning_rate("type2", 1e-4, 1) == 1e-4
+    assert learning_rate("type2", 1e-4, 2) == TYPE2_TABLE[2]
+    assert learning_rate("type2", 1e-4, 5) == TYPE2_TABLE[4]
+    assert learning_rate("cosine", 1e-4, 0, 0.0, epochs=4) == 1e-4
+    assert math.isclose(learning_rate("cosine", 1e-4, 2, 0.0, epochs=4), 5e-5)
+    assert learning_rate("cosine", 1e-4, 3, 0.999, epochs=4) < 1e-8
+    assert learning_rate("constant", 3e-4, 7) == 3e-4
+
+
+def test_resolved_config_round_trips_to_the_dataclass() -> None:
+    app = _checked(["experiment=ETTh2_S_336"])
+    again = to_app_config(OmegaConf.create(OmegaConf.to_container(OmegaConf.structured(app))))
+    assert again == app

@@ -1,0 +1,183 @@
+"""End-to-end training: CLI and in-process runs, run-directory contents, early stopping, the non-finite
+gate and exact resume from last.pt."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from training_helpers import TRAIN_SCRIPT, run_script, tiny_config, tiny_overrides, tiny_run
+
+from informer.checkpoint import build_model_from_checkpoint, load_checkpoint
+from informer.errors import UserError
+from informer.training import train
+from informer.training.loop import Trainer
+from informer.training.state import LoopState
+
+DATA_KEYS = {"columns", "target", "features", "freq", "date_column", "scaler_mean", "scaler_scale",
+             "last_timestamp", "first_timestamp", "source", "embed", "seasonal_period"}
+
+
+@pytest.fixture(scope="module")
+def trained(ett_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    return tiny_run(ett_dir, tmp_path_factory.getbasetemp())
+
+
+def test_cli_run_writes_every_artifact(tmp_path: Path, ett_dir: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_script(TRAIN_SCRIPT, ["dataset=ETTh1", *tiny_overrides(ett_dir, **{"train.epochs": 1}),
+                                       f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in (".hydra/config.yaml", "train.log", "checkpoints/best.pt", "checkpoints/last.pt",
+                 "metrics.json"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    log = (run_dir / "train.log").read_text()
+    assert "epoch 1/1" in log and "train_loss" in log and "val_loss" in log and "lr" in log
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["test"]) >= {"model", "naive_last", "naive_seasonal", "windows"}
+
+
+def test_train_in_process_returns_best_val_loss(trained: tuple[Path, float]) -> None:
+    run_dir, best = trained
+    assert isinstance(best, float) and math.isfinite(best)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["training"]["best_val_loss"] == pytest.approx(best, rel=0, abs=0)
+    assert min(metrics["training"]["val_loss"]) == best
+
+
+def test_checkpoints_hold_the_contract_payload(trained: tuple[Path, float]) -> None:
+    run_dir, _ = trained
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert set(best["data"]) >= DATA_KEYS
+    assert best["data"]["columns"][-1] == best["data"]["target"] == "OT"
+    assert best["config"]["model"]["d_model"] == 16
+    assert Path(best["config"]["paths"]["data_dir"]).is_absolute()
+    assert {"torch", "informer", "threads"} <= set(best["versions"])
+    assert "training" not in best
+    model = build_model_from_checkpoint(best, run_dir / "checkpoints" / "best.pt")
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+    last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    training = last["training"]
+    assert {"optimizer", "grad_scaler", "loop", "lr", "rng", "world_size"} <= set(training)
+    loop = LoopState.from_dict(training["loop"])
+    assert (loop.epoch, loop.step_in_epoch, loop.global_step) == (2, 0, 6)
+    assert len(loop.val_loss_history) == 2
+    assert {"python", "numpy", "torch"} <= set(training["rng"][0])
+
+
+def test_loop_state_early_stopping() -> None:
+    state = LoopState()
+    results = [state.finish_epoch(1.0, v, 1e-4, patience=2) for v in (0.5, 0.4, 0.45, 0.41)]
+    assert results == [True, True, False, False]
+    assert state.stopped_early and state.best_epoch == 1 and state.best_val_loss == 0.4
+
+
+def test_early_stopping_stops_the_run(tmp_path: Path, ett_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a frozen learning rate keeps the validation loss from improving after the first epoch
+    monkeypatch.setattr("informer.training.loop.learning_rate", lambda *args, **kwargs: 0.0)
+    best = train(tiny_config(ett_dir, **{"train.epochs": 5, "train.patience": 2, "train.plot_windows": 0}),
+                 output_dir=tmp_path)
+    history = json.loads((tmp_path / "metrics.json").read_text())["training"]
+    assert history["stopped_early"] and history["epochs_run"] == 3 and history["best_epoch"] == 1
+    assert best == history["val_loss"][0]
+
+
+def test_non_finite_loss_stops_within_the_step(tmp_path: Path, ett_dir: Path) -> None:
+    cfg = tiny_config(ett_dir, **{"train.learning_rate": 1e30, "train.checkpoint_every": 1,
+                                  "train.limit_train_batches": 20, "train.epochs": 1})
+    with pytest.raises(UserError, match=r"diverged at epoch 1, step \d+ .*learning rate"):
+        train(cfg, output_dir=tmp_path)
+    last = tmp_path / "checkpoints" / "last.pt"
+    if last.exists():  # whatever was written before the failure holds only finite weights
+        payload = load_checkpoint(last)
+        assert all(torch.isfinite(t).all() for t in payload["model_state"].values() if t.is_floating_point())
+    assert not (tmp_path / "checkpoints" / "best.pt").exists()
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_mid_epoch_is_exact(tmp_path: Path, ett_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = {"train.epochs": 2, "train.limit_train_batches": 4, "train.checkpoint_every": 3,
+                 "train.plot_windows": 0}
+    full = train(tiny_config(ett_dir, **overrides), output_dir=tmp_path / "full")
+
+    real_step = Trainer._step
+
+    def dying_step(self: Trainer, batch: tuple[torch.Tensor, ...]) -> float:
+        if self.state.global_step == 6:  # last.pt was written after step 6 (epoch 2, step 2)
+            raise _Killed
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", dying_step)
+    with pytest.raises(_Killed):
+        train(tiny_config(ett_dir, **overrides), output_dir=tmp_path / "killed")
+    monkeypatch.setattr(Trainer, "_step", real_step)
+    loop = LoopState.from_dict(load_checkpoint(tmp_path / "killed/checkpoints/last.pt")["training"]["loop"])
+    assert (loop.epoch, loop.step_in_epoch, loop.global_step) == (1, 2, 6)
+
+    resumed = train(tiny_config(ett_dir, **overrides, **{"train.resume": str(tmp_path / "killed")}),
+                    output_dir=tmp_path / "resumed")
+    assert resumed == full
+    a = load_checkpoint(tmp_path / "full/checkpoints/last.pt")
+    b = load_checkpoint(tmp_path / "resumed/checkpoints/last.pt")
+    assert a["training"]["loop"] == b["training"]["loop"]
+    for name, tensor in a["model_state"].items():
+        assert torch.equal(tensor, b["model_state"][name]), name
+
+
+def test_resume_refuses_a_different_model(tmp_path: Path, ett_dir: Path, trained: tuple[Path, float]) -> None:
+    run_dir, _ = trained
+    cfg = tiny_config(ett_dir, **{"model.d_model": 32, "train.resume": str(run_dir)})
+    with pytest.raises(UserError, match=r"model\.d_model"):
+        train(cfg, output_dir=tmp_path)
+
+
+def test_multirun_gives_each_job_its_own_directory(tmp_path: Path, ett_dir: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_script(TRAIN_SCRIPT, ["-m", "dataset=ETTh1", *tiny_overrides(ett_dir, **{"train.epochs": 1}),
+                                       "train.seed=1,2", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]
+    for job in jobs:
+        assert (job / "checkpoints" / "best.pt").is_file() and (job / "metrics.json").is_file()
+        assert "epoch 1/1" in (job / "train.log").read_text()
+    seeds = [load_checkpoint(job / "checkpoints" / "best.pt")["config"]["train"]["seed"] for job in jobs]
+    assert seeds == [1, 2]
+
+
+def test_custom_csv_with_ms_features(tmp_path: Path, etth1_csv: Path) -> None:
+    import pandas as pd
+
+    frame = pd.read_csv(etth1_csv).iloc[:1000].rename(columns={"date": "when", "OT": "oil"})
+    frame.to_csv(tmp_path / "small.csv", index=False)
+    cfg = tiny_config(etth1_csv.parent, **{
+        "dataset.name": "custom", "dataset.path": str(tmp_path / "small.csv"), "dataset.date_column": "when",
+        "dataset.target": "oil", "dataset.features": "MS", "train.epochs": 1,
+    })
+    assert math.isfinite(train(cfg, output_dir=tmp_path / "run"))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # 70/10/20 split of 1000 rows: test = the last 200 rows (+ seq_len look-back) -> 200 - pred_len + 1
+    assert metrics["test"]["windows"] == 200 - 6 + 1
+    assert metrics["test"]["model"]["scaled"]["points"] == metrics["test"]["windows"] * 6  # c_out = 1
+    data = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["data"]
+    assert data["columns"][-1] == data["target"] == "oil" and data["features"] == "MS"
+
+
+def test_no_autocast_on_cpu() -> None:
+    from informer.config import TrainAppConfig
+    from informer.training.setup import amp_dtype, autocast_factory
+
+    app = TrainAppConfig()
+    assert app.train.amp and app.train.amp_dtype == "bf16"  # the defaults ask for bf16 AMP ...
+    cpu = torch.device("cpu")
+    assert amp_dtype(app, cpu) is None  # ... which applies on CUDA only
+    with autocast_factory(cpu, None)():
+        assert not torch.is_autocast_enabled("cpu")
