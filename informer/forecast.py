@@ -1,0 +1,301 @@
+"""Forecast the steps after a series ends, from a saved checkpoint alone.
+
+    from informer.forecast import Forecaster
+    fc = Forecaster.from_checkpoint("runs/x/checkpoints/best.pt")
+    frame = fc.predict("ETTh1.csv")                      # next pred_len steps after the last row
+    backtest = fc.predict(df, as_of="2018-01-01 00:00")  # from inside the data, with <name>_true columns
+
+The look-back window is scaled with the training scaler stored in the checkpoint (never refitted on
+the input), the decoder gets the last ``label_len`` known steps then ``pred_len`` zeros, and its time
+marks come from the real future timestamps, so the forecast continues the calendar.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from informer.checkpoint import build_model_from_checkpoint, load_checkpoint
+from informer.data.timefeatures import frequency_resolution, time_features
+from informer.errors import CheckpointError, DataError
+from informer.forecast_io import (
+    SeriesTable,
+    check_regular,
+    locate_origin,
+    numeric_block,
+    read_csv_frame,
+    to_series_table,
+)
+
+TRUE_SUFFIX = "_true"
+logger = logging.getLogger(__name__)
+_DATA_KEYS = ("columns", "target", "features", "freq", "date_column", "scaler_mean", "scaler_scale")
+
+
+@dataclass
+class ForecastResult:
+    """One forecast plus what a report or plot needs around it."""
+
+    frame: pd.DataFrame  # [pred_len rows] forecast columns, then <name>_true columns for a backtest
+    history: pd.DataFrame  # the last rows up to the origin, forecast variables only (for plots)
+    origin: pd.Timestamp  # timestamp of the last row the model read
+    notes: list[str] = field(default_factory=list)
+
+
+class Forecaster:
+    """A trained model plus the data schema and scaler it was trained with."""
+
+    def __init__(self, payload: dict[str, Any], path: str | os.PathLike[str] = "<checkpoint>",
+                 device: str | torch.device = "cpu") -> None:
+        self.path = Path(path)
+        data = _checked_data_section(payload, self.path)
+        self.model = build_model_from_checkpoint(payload, self.path, device)
+        self.device = torch.device(device)
+        cfg = self.model_config = dict(payload["model_config"])
+        self._columns: list[str] = [str(c) for c in data["columns"]]
+        self._target = str(data["target"])
+        self._features = str(data["features"])
+        self._freq = str(data["freq"])
+        self._date_column = str(data["date_column"])
+        self._embed = str(cfg["embed"])
+        self._source = data.get("source")
+        self._trained_until = data.get("last_timestamp")
+        self._mean = np.asarray(data["scaler_mean"], dtype=np.float64)  # [C]
+        self._scale = np.asarray(data["scaler_scale"], dtype=np.float64)  # [C]
+        self._c_out = int(cfg["c_out"])
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Forecaster:
+        """Load a best.pt / last.pt safely (``weights_only=True``) and rebuild the model in eval mode."""
+        payload = load_checkpoint(path, map_location="cpu")
+        return cls(payload, path, device)
+
+    # -- what the model expects ------------------------------------------------------------------
+    @property
+    def seq_len(self) -> int:
+        return int(self.model_config["seq_len"])
+
+    @property
+    def label_len(self) -> int:
+        return int(self.model_config["label_len"])
+
+    @property
+    def pred_len(self) -> int:
+        return int(self.model_config["pred_len"])
+
+    @property
+    def columns(self) -> list[str]:
+        """Input value columns in the model's order (target last)."""
+        return list(self._columns)
+
+    @property
+    def output_columns(self) -> list[str]:
+        """The forecast variables: the target for S/MS, every column for M."""
+        return self._columns[-self._c_out:]
+
+    @property
+    def target(self) -> str:
+        return self._target
+
+    @property
+    def features(self) -> str:
+        return self._features
+
+    @property
+    def freq(self) -> str:
+        return self._freq
+
+    @property
+    def embed(self) -> str:
+        return self._embed
+
+    @property
+    def date_column(self) -> str:
+        return self._date_column
+
+    @property
+    def source(self) -> str | None:
+        """The CSV the model was trained on, as recorded at training time."""
+        return None if self._source is None else str(self._source)
+
+    @property
+    def trained_until(self) -> pd.Timestamp | None:
+        return None if self._trained_until is None else pd.Timestamp(self._trained_until)
+
+    def __repr__(self) -> str:
+        return (f"Forecaster({self.path}, features={self.features}, target={self.target!r}, "
+                f"freq={self.freq!r}, seq_len={self.seq_len}, pred_len={self.pred_len}, "
+                f"columns={self.columns})")
+
+    # -- input -----------------------------------------------------------------------------------
+    def default_input(self) -> Path:
+        """The training CSV recorded in the checkpoint; a DataError if it is no longer there."""
+        if not self.source:
+            raise DataError(f"{self.path} records no training data file; pass input=<csv>")
+        source = Path(self.source)
+        if not source.is_file():
+            raise DataError(
+                f"the data the model was trained on ({source}, recorded in {self.path}) is not found; "
+                "pass input=<csv> with the same columns"
+            )
+        return source
+
+    def table(self, data: pd.DataFrame | str | os.PathLike[str]) -> SeriesTable:
+        """Validate an input (a DataFrame, or a CSV path) against the trained schema."""
+        if isinstance(data, pd.DataFrame):
+            return to_series_table(data, self._columns, self._date_column, "the DataFrame", is_csv=False)
+        return to_series_table(read_csv_frame(data), self._columns, self._date_column, str(data), is_csv=True)
+
+    # -- forecasting -----------------------------------------------------------------------------
+    def predict(self, data: pd.DataFrame | str | os.PathLike[str], as_of: str | pd.Timestamp | None = None
+                ) -> pd.DataFrame:
+        """Forecast the ``pred_len`` steps after the data ends (or after ``as_of``, inclusive).
+
+        Returns a DataFrame indexed by the future timestamps (index name: the date column), one column
+        per forecast variable in original units; with ``as_of``, also ``<name>_true`` columns holding
+        the data's values at those timestamps (NaN where the data has none).
+        """
+        result = self.run(self.table(data), as_of)
+        for note in result.notes:
+            logger.info(note)
+        return result.frame
+
+    def run(self, table: SeriesTable, as_of: str | pd.Timestamp | None = None,
+            history_steps: int | None = None) -> ForecastResult:
+        end = locate_origin(table, as_of, self.seq_len)
+        start = end - self.seq_len
+        check_regular(table, start, end, self._freq)
+        purpose = f"look-back window (the seq_len={self.seq_len} rows the forecast reads)"
+        window = numeric_block(table, start, end, allow_nan=False, purpose=purpose)
+        window_ts = table.timestamps[start:end]
+        origin = window_ts[-1]
+        future = pd.date_range(start=origin, periods=self.pred_len + 1, freq=self._freq)[1:]
+        forecast = self.forecast_window(window, window_ts, future)  # [pred_len, c_out]
+
+        names = self.output_columns
+        index = pd.DatetimeIndex(future, name=self._date_column)
+        frame = pd.DataFrame(forecast, index=index, columns=names)
+        if as_of is not None:
+            truth = self._truth(table, end, future, names)
+            if truth.notna().to_numpy().any():  # as_of at the very end: nothing to compare with
+                frame = frame.join(truth, how="left")
+
+        steps = history_steps if history_steps is not None else 3 * self.pred_len
+        h_start = max(0, end - steps)
+        h_values = numeric_block(table, h_start, end, allow_nan=True, purpose="history")[:, -self._c_out:]
+        history = pd.DataFrame(h_values, index=pd.DatetimeIndex(table.timestamps[h_start:end],
+                                                                 name=self._date_column), columns=names)
+        return ForecastResult(frame=frame, history=history, origin=origin, notes=list(table.notes))
+
+    def _truth(self, table: SeriesTable, end: int, future: pd.DatetimeIndex, names: Sequence[str]
+               ) -> pd.DataFrame:
+        # Match by timestamp, so a gap after as_of leaves NaN instead of shifting the truth.
+        stop = min(len(table.timestamps), end + self.pred_len)
+        values = numeric_block(table, end, stop, allow_nan=True, purpose="truth")[:, -self._c_out:]
+        truth_names = [f"{n}{TRUE_SUFFIX}" for n in names]
+        known = pd.DataFrame(values, index=table.timestamps[end:stop], columns=truth_names)
+        known = known[~known.index.duplicated()]
+        return known.reindex(pd.DatetimeIndex(future, name=self._date_column))
+
+    @torch.inference_mode()
+    def forecast_window(self, window: np.ndarray, window_ts: pd.DatetimeIndex,
+                        future: pd.DatetimeIndex) -> np.ndarray:
+        """Raw-unit window ``[seq_len, C]`` -> raw-unit forecast ``[pred_len, c_out]``; no pandas work."""
+        scaled = (window - self._mean) / self._scale  # [seq_len, C], training scaler
+        x_enc = torch.as_tensor(scaled, dtype=torch.float32, device=self.device).unsqueeze(0)  # [1, L, C]
+        dec_ts = window_ts[len(window_ts) - self.label_len:].append(future)
+        x_mark_enc = self._marks(window_ts)  # [1, seq_len, M]
+        x_mark_dec = self._marks(dec_ts)  # [1, label_len + pred_len, M]
+        placeholder = x_enc.new_zeros(1, self.pred_len, x_enc.shape[-1])  # [1, pred_len, C]
+        x_dec = torch.cat([x_enc[:, x_enc.shape[1] - self.label_len:], placeholder], dim=1)  # [1, S+P, C]
+        out = self.model(x_enc, x_mark_enc, x_dec, x_mark_dec)
+        if isinstance(out, tuple):  # output_attention=True also returns the attention maps
+            out = out[0]
+        pred = out[0, -self.pred_len:].double().cpu().numpy()  # [pred_len, c_out], scaled
+        return pred * self._scale[-self._c_out:] + self._mean[-self._c_out:]
+
+    def _marks(self, index: pd.DatetimeIndex) -> torch.Tensor:
+        marks = time_features(index, self._freq, self._embed)  # [L, M] float32 (timeF) or int64
+        return torch.as_tensor(marks, device=self.device).unsqueeze(0)
+
+
+def origin_label(origin: pd.Timestamp, freq: str) -> str:
+    """File-name-safe label of a forecast origin: 2018-06-26T1900, or 2018-06-26 for daily data."""
+    if frequency_resolution(freq) in {"day", "week", "month", "year"}:
+        return origin.strftime("%Y-%m-%d")
+    if frequency_resolution(freq) == "second":
+        return origin.strftime("%Y-%m-%dT%H%M%S")
+    return origin.strftime("%Y-%m-%dT%H%M")
+
+
+def _checked_data_section(payload: dict[str, Any], path: Path) -> dict[str, Any]:
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is incomplete: it has no 'data' section (columns, scaler, frequency)")
+    missing = [k for k in _DATA_KEYS if data.get(k) is None]
+    if missing:
+        raise CheckpointError(f"{path} is incomplete: its data section lacks {', '.join(missing)}")
+    n = len(data["columns"])
+    if len(data["scaler_mean"]) != n or len(data["scaler_scale"]) != n:
+        raise CheckpointError(
+            f"{path} is inconsistent: {n} columns but a scaler for {len(data['scaler_mean'])} values"
+        )
+    cfg = payload["model_config"]
+    if cfg.get("enc_in") != n or not 1 <= int(cfg.get("c_out", 0)) <= n:
+        raise CheckpointError(
+            f"{path} is inconsistent: the model reads {cfg.get('enc_in')} columns but the data section "
+            f"lists {n} ({', '.join(map(str, data['columns']))})"
+        )
+    if str(data["columns"][-1]) != str(data["target"]):
+        raise CheckpointError(f"{path} is inconsistent: the target {data['target']!r} is not the last column")
+    return data
+
+
+def forecast_latency(checkpoint: str | os.PathLike[str], input_csv: str | os.PathLike[str],
+                     repeats: int = 20, device: str = "cpu") -> dict[str, Any]:
+    """In-process timings: load once, read once, then ``repeats`` forecasts of the same input.
+
+    ``predict_ms_*`` is a full ``Forecaster.run`` on an already-read table (window checks, scaling,
+    time marks, model, frame); ``model_ms_*`` is the network's forward pass alone.
+    """
+    t0 = time.perf_counter()
+    fc = Forecaster.from_checkpoint(checkpoint, device=device)
+    t1 = time.perf_counter()
+    table = fc.table(input_csv)
+    t2 = time.perf_counter()
+    fc.run(table)  # warm-up: first calls allocate and pick kernels
+    predict_ms, model_ms = [], []
+    end = len(table.timestamps)
+    window = numeric_block(table, end - fc.seq_len, end, allow_nan=False, purpose="look-back window")
+    window_ts = table.timestamps[end - fc.seq_len:end]
+    future = pd.date_range(start=window_ts[-1], periods=fc.pred_len + 1, freq=fc.freq)[1:]
+    for _ in range(max(1, repeats)):
+        a = time.perf_counter()
+        fc.run(table)
+        b = time.perf_counter()
+        fc.forecast_window(window, window_ts, future)
+        if fc.device.type == "cuda":
+            torch.cuda.synchronize()
+        c = time.perf_counter()
+        predict_ms.append((b - a) * 1e3)
+        model_ms.append((c - b) * 1e3)
+    return {
+        "load_s": t1 - t0,
+        "read_s": t2 - t1,
+        "predict_ms_median": float(np.median(predict_ms)),
+        "predict_ms_min": float(np.min(predict_ms)),
+        "model_ms_median": float(np.median(model_ms)),
+        "model_ms_min": float(np.min(model_ms)),
+        "repeats": max(1, repeats),
+        "device": str(fc.device),
+        "threads": torch.get_num_threads(),
+    }
