@@ -88,7 +88,9 @@ class ModelConfig(ModelSpec):
         if self.name == "informer_stack" and (
             not self.s_layers or any(int(n) <= 0 for n in self.s_layers)
         ):
-            raise ValueError(f"model.s_layers must be a non-empty list of positive integers, got {self.s_layers!r}")
+            raise ValueError(
+                f"model.s_layers must be a non-empty list of positive integers, got {self.s_layers!r}"
+            )
         if self.nb_features is not None and self.nb_features <= 0:
             raise ValueError(f"model.nb_features must be positive or null, got {self.nb_features!r}")
         if self.feature_redraw_interval < 0:
