@@ -1,0 +1,142 @@
+"""FAVOR+ attention (Choromanski et al., "Rethinking Attention with Performers", ICLR 2021).
+
+Softmax attention ``softmax(q k^T / sqrt(E)) v`` is approximated with positive orthogonal random
+features ``phi(x) = exp(w x - |x|^2 / 2)`` on ``x = q / E^(1/4)`` (resp. k), which makes the softmax
+kernel an inner product: ``exp(q.k / sqrt(E)) = E_w[phi(q) . phi(k)]``. Then
+
+    non-causal   out = D^-1 phi(Q) (phi(K)^T V),        D = diag(phi(Q) phi(K)^T 1)
+    causal       the same with prefix sums over positions, done chunk by chunk: exact masked products
+                 inside a chunk, a running [m, E] state between chunks (never an L x L matrix)
+
+``nb_features`` (m) defaults to ``max(2E, ceil(E ln E))`` — the Performer paper's Theta(E log E)
+(266 for E = 64), with a floor for tiny heads. Features are drawn at construction, redrawn in training
+every ``feature_redraw_interval`` forward calls (0: never) and fixed in eval. They live in a buffer,
+so a checkpoint restores exactly the features it was evaluated with.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from informer.model.core import AttentionCore, QueryRows
+from informer.model.masking import future_mask
+
+
+def default_nb_features(head_dim: int) -> int:
+    return max(2 * head_dim, math.ceil(head_dim * math.log(head_dim)))
+
+
+def orthogonal_gaussian_features(nb_features: int, head_dim: int,
+                                 device: torch.device | str | None = None) -> torch.Tensor:
+    """``[m, E]`` rows orthogonal within each block of E, with chi(E) lengths like Gaussian rows."""
+    n_blocks = math.ceil(nb_features / head_dim)
+    gaussian = torch.randn(n_blocks, head_dim, head_dim, device=device)
+    blocks, _ = torch.linalg.qr(gaussian)  # [n_blocks, E, E], orthonormal columns
+    directions = blocks.transpose(1, 2).reshape(-1, head_dim)[:nb_features]  # [m, E]
+    lengths = torch.randn(nb_features, head_dim, device=device).norm(dim=1, keepdim=True)  # [m, 1]
+    return directions * lengths
+
+
+def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over earlier chunks (dim 1), shifted rather than subtracted so no precision is lost."""
+    shifted = torch.nn.functional.pad(x[:, :-1], (0, 0) * (x.dim() - 2) + (1, 0))
+    return shifted.cumsum(dim=1)
+
+
+class FavorAttention(AttentionCore):
+    """Performer FAVOR+ attention behind the common core interface (no dropout: no weight matrix)."""
+
+    def __init__(self, causal: bool, head_dim: int, nb_features: int | None = None,
+                 feature_redraw_interval: int = 1000, output_attention: bool = False,
+                 chunk_size: int = 64) -> None:
+        super().__init__(causal, 0.0, output_attention)
+        self.head_dim = head_dim
+        self.nb_features = nb_features or default_nb_features(head_dim)
+        self.feature_redraw_interval = feature_redraw_interval
+        self.chunk_size = chunk_size
+        self.calls_since_redraw = 0
+        self.register_buffer("projection", orthogonal_gaussian_features(self.nb_features, head_dim))
+
+    @torch.no_grad()
+    def redraw_features(self) -> None:
+        self.projection.copy_(orthogonal_gaussian_features(self.nb_features, self.head_dim,
+                                                           self.projection.device))
+        self.calls_since_redraw = 0
+
+    def feature_map(self, x: torch.Tensor, is_query: bool) -> torch.Tensor:
+        """Positive random features ``[B, L, H, m]`` of ``x`` ``[B, L, H, E]``, stabilised.
+
+        The stabiliser subtracted before ``exp`` (as in the Performer paper) is a constant per query
+        row, or per (batch, head) over all keys; both cancel in ``D^-1``, so it changes no output. For
+        keys under a causal mask the constant is taken over all positions: the outputs still depend only
+        on the past (up to float rounding), and the largest key feature is exactly 1.
+        """
+        x = x * self.head_dim ** -0.25
+        logits = torch.einsum("blhe,me->blhm", x, self.projection.to(x.dtype))  # [B, L, H, m]
+        logits = logits - x.pow(2).sum(-1, keepdim=True) / 2
+        # queries: [B, L, H, 1]; keys: [B, 1, H, 1]
+        shift = logits.amax(dim=-1, keepdim=True) if is_query else logits.amax(dim=(1, 3), keepdim=True)
+        return torch.exp(logits - shift.detach())
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                query_rows: QueryRows | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.training and self.feature_redraw_interval > 0:
+            if self.calls_since_redraw >= self.feature_redraw_interval:
+                self.redraw_features()
+            self.calls_since_redraw += 1
+        dtype = q.dtype
+        work = torch.promote_types(dtype, torch.float32)
+        # exp of random projections overflows half precision: compute the features in float32 at least
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            q, k, v = q.to(work), k.to(work), v.to(work)
+            phi_q = self.feature_map(q, is_query=True)  # [B, L_Q, H, m]
+            phi_k = self.feature_map(k, is_query=False)  # [B, L_K, H, m]
+            if self.causal:
+                out = self._causal(phi_q, phi_k, v)
+            else:
+                kv = torch.einsum("bshm,bshe->bhme", phi_k, v)  # [B, H, m, E]
+                z = phi_k.sum(dim=1)  # [B, H, m]
+                num = torch.einsum("blhm,bhme->blhe", phi_q, kv)  # [B, L_Q, H, E]
+                den = torch.einsum("blhm,bhm->blh", phi_q, z)  # [B, L_Q, H]
+                out = num / den.clamp_min(torch.finfo(den.dtype).tiny).unsqueeze(-1)
+            weights = self._weights(phi_q, phi_k) if self.output_attention else None
+        return out.to(dtype), weights
+
+    def _causal(self, phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        b, l, h, m = phi_q.shape
+        if phi_k.shape[1] != l:
+            raise ValueError("causal FAVOR+ attention needs as many keys as queries")
+        e = v.shape[-1]
+        c = min(self.chunk_size, l)
+        n = math.ceil(l / c)
+        pad = n * c - l
+        if pad:  # zero features on padded keys add nothing; padded query rows are cut off below
+            phi_q, phi_k, v = (torch.nn.functional.pad(t, (0, 0, 0, 0, 0, pad)) for t in (phi_q, phi_k, v))
+        pq = phi_q.view(b, n, c, h, m)
+        pk = phi_k.view(b, n, c, h, m)
+        vc = v.view(b, n, c, h, e)
+        # inside a chunk: exact masked products, [c, c] per chunk
+        local = torch.einsum("bnihm,bnjhm->bnhij", pq, pk)  # [B, n, H, c, c]
+        local = local.masked_fill(future_mask(c, c, local.device), 0.0)
+        num = torch.einsum("bnhij,bnjhe->bnihe", local, vc)  # [B, n, c, H, E]
+        den = local.sum(-1).transpose(2, 3)  # [B, n, c, H]
+        # across chunks: the state of every earlier chunk (exclusive prefix sum over chunks)
+        kv = _exclusive_cumsum(torch.einsum("bnjhm,bnjhe->bnhme", pk, vc))  # [B, n, H, m, E]
+        z = _exclusive_cumsum(pk.sum(dim=2))  # [B, n, H, m]
+        num = num + torch.einsum("bnihm,bnhme->bnihe", pq, kv)
+        den = den + torch.einsum("bnihm,bnhm->bnih", pq, z)
+        out = num / den.clamp_min(torch.finfo(den.dtype).tiny).unsqueeze(-1)  # [B, n, c, H, E]
+        return out.reshape(b, n * c, h, e)[:, :l]
+
+    def _weights(self, phi_q: torch.Tensor, phi_k: torch.Tensor) -> torch.Tensor:
+        """The attention matrix the features imply, ``[B, H, L_Q, L_K]`` (inspection only)."""
+        w = torch.einsum("blhm,bshm->bhls", phi_q, phi_k)
+        if self.causal:
+            w = w.masked_fill(future_mask(w.shape[-2], w.shape[-1], w.device), 0.0)
+        return w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, nb_features={self.nb_features}, "
+                f"feature_redraw_interval={self.feature_redraw_interval}")
