@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch 2.13.0 first: a CPU wheel where one is available locally, so the range in pyproject is already met
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,sweep]"
 	touch $@
 
 setup: $(VENV)/.installed
