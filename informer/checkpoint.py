@@ -36,11 +36,18 @@ FORMAT_VERSION = 1
 # weights_only unpickler fixes: CVE-2025-32434 (2.6) and CVE-2026-24747 (2.10)
 MIN_SAFE_TORCH = (2, 10)
 TMP_PREFIX = ".tmp-"
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's (zip) format starts with a local file header
+_PICKLE_MAGIC = b"\x80"  # pickle protocol >= 2: torch's legacy format, or a bare pickle (refused below)
 
 
 def _torch_version() -> tuple[int, int]:
     major, minor = torch.__version__.split("+")[0].split(".")[:2]
     return int(major), int(minor)
+
+
+def non_finite_entries(obj: Any) -> list[str]:
+    """Dotted names of the floating-point tensors in ``obj`` (nested dicts/lists) holding NaN or inf."""
+    return _non_finite_tensors(obj)
 
 
 def _non_finite_tensors(obj: Any, prefix: str = "") -> list[str]:
@@ -65,7 +72,8 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> Pa
     file or the new one, never a partial file under ``path``.
     """
     path = Path(path)
-    bad = _non_finite_tensors(payload.get("model_state", payload))
+    # the whole payload: model weights, and for last.pt the optimizer moments a resume would reuse
+    bad = _non_finite_tensors(payload)
     if bad:
         raise FloatingPointError(
             f"refusing to write checkpoint {path}: non-finite values in {', '.join(bad[:5])}"
@@ -74,6 +82,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, default_file_mode())  # mkstemp's 0600 would hide the file from the user's group
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
@@ -90,6 +99,13 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> Pa
         finally:
             os.close(dir_fd)
     return path
+
+
+def default_file_mode() -> int:
+    """The permissions ``open()`` would give a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
@@ -125,6 +141,13 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise CheckpointError(f"checkpoint {path} cannot be read: {exc.strerror}") from None
     if not raw:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); it was probably cut off while copying")
+    if raw.startswith(_ZIP_MAGIC):
+        _check_archive(raw, path)
+    elif not raw.startswith(_PICKLE_MAGIC):  # neither torch.save's zip nor its legacy pickle format
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated, or not a checkpoint at all: it is not a file "
+            f"written by torch.save (it starts with {raw[:8]!r}); pass a best.pt or last.pt from training"
+        )
     try:
         with warnings.catch_warnings():
             # A legacy (non-zip) pickle makes torch warn that weights_only=False "might" succeed; the
@@ -139,12 +162,40 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError,
             IndexError, TypeError, AttributeError, struct.error) as exc:  # garbage bytes: any of these
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated and cannot be loaded ({first[:200]}); "
+            f"checkpoint {path} is corrupt or truncated and cannot be loaded ({_one_line(exc)}); "
             "use another copy or retrain"
         ) from None
     return validate_payload(payload, path)
+
+
+def _check_archive(raw: bytes, path: Path) -> None:
+    """Verify the zip container's CRC32 of every record before unpickling anything.
+
+    torch.load does not check them, so a flipped bit in the tensor data would otherwise load as a
+    silently different weight.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, struct.error) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt: its archive cannot be read ({_one_line(exc)}); "
+            "it was probably cut off while copying; use another copy or retrain"
+        ) from None
+    if damaged is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: the checksum of its record {damaged!r} does not match "
+            "(the bytes changed after it was written); use another copy or retrain"
+        )
+
+
+def _one_line(exc: BaseException | str, limit: int = 200) -> str:
+    """A message on one line: the first non-empty line of ``exc``, shortened."""
+    text = str(exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else (type(exc).__name__ if isinstance(exc, BaseException) else "")
+    return first[:limit]
 
 
 def _unpickler_reason(message: str) -> str:
@@ -193,15 +244,24 @@ def build_model_from_checkpoint(payload: dict[str, Any], path: str | os.PathLike
 
     try:
         cfg = ModelConfig.from_dict(dict(payload["model_config"]))
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} has an invalid model config: {exc}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path} has an invalid model config: {_one_line(exc)}") from None
     model = build_model(cfg)
     try:
         model.load_state_dict(payload["model_state"], strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])[:300]
+        problem = describe_state_dict_error(exc)
         raise CheckpointError(
-            f"{path}: the stored weights do not match the stored model arguments ({detail})"
+            f"{path}: the stored weights do not match the stored model arguments ({problem}); "
+            "the file was altered or assembled from different runs"
         ) from None
     return model.to(device).eval()
+
+
+def describe_state_dict_error(exc: RuntimeError) -> str:
+    """The first problem load_state_dict reported, and how many more, on one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    problems = [line for line in lines if not line.startswith("Error(s) in loading state_dict")] or lines
+    first = (problems[0] if problems else "unknown mismatch").rstrip(".")
+    first = first if len(first) <= 200 else first[:197] + "..."
+    return first + (f"; and {len(problems) - 1} more" if len(problems) > 1 else "")

@@ -1,6 +1,11 @@
 """Train an Informer model: ``python scripts/train.py dataset=ETTh1 [group=option ...] [key=value ...]``.
 
 Distributed: ``torchrun --standalone --nproc_per_node=N scripts/train.py ...`` (see configs/train.yaml).
+Continue a stopped run: ``python scripts/train.py <same overrides> train.resume=<run dir>``.
+
+Exit status: 0 when training finished; 2 for bad input (``error: ...``, no traceback); 130 (SIGINT) or
+143 (SIGTERM) when a signal stopped the run after saving ``checkpoints/last.pt`` (the message prints the
+command that resumes it).
 """
 
 from __future__ import annotations
@@ -14,22 +19,39 @@ from omegaconf import DictConfig
 from informer.config import register_configs
 from informer.errors import report_user_errors
 from informer.training import train
-from informer.training.distributed import cleanup_distributed, hydra_overrides_for_rank
+from informer.training.cli import extra_overrides, hydra_record_writer, interrupted_message
+from informer.training.distributed import cleanup_distributed, hydra_overrides_for_rank, is_main_process
+from informer.training.interrupt import TrainingInterrupted
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+RECORD_DEFERRED = False  # set below: the run writes .hydra/ itself once its inputs are accepted
+
+
+@report_user_errors
+def run(cfg: DictConfig) -> float:
+    try:
+        return train(cfg, before_training=hydra_record_writer(cfg, RECORD_DEFERRED))
+    except TrainingInterrupted as exc:
+        if is_main_process():
+            print(interrupted_message(exc, sys.argv[0]), file=sys.stderr, flush=True)
+        sys.exit(exc.exit_code)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float:
     # Hydra prints a traceback for exceptions escaping this function, so user errors become
     # `error: ...` and exit code 2 here, inside it
-    return report_user_errors(train)(cfg)
+    return run(cfg)
 
 
 if __name__ == "__main__":
     register_configs()
+    user_args = sys.argv[1:]
+    extra, RECORD_DEFERRED = extra_overrides(user_args)
     # torchrun: all processes agree on one run directory before Hydra creates it
-    sys.argv += hydra_overrides_for_rank(sys.argv[1:], CONFIG_DIR / "train.yaml")
+    extra += hydra_overrides_for_rank(user_args + extra, CONFIG_DIR / "train.yaml")
+    # placed before the user's arguments so that flags such as `--cfg job` still parse
+    sys.argv = [sys.argv[0], *extra, *user_args]
     try:
         main()
     finally:

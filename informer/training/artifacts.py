@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import informer
-from informer.checkpoint import load_checkpoint
+from informer.checkpoint import default_file_mode, load_checkpoint
 from informer.config import ModelConfig
 from informer.errors import CheckpointError, UserError
 from informer.training.evaluate import unwrap
@@ -35,17 +35,22 @@ def model_payload(model: nn.Module, model_cfg: ModelConfig, config: dict[str, An
 
 
 def training_section(optimizer: torch.optim.Optimizer, grad_scaler: torch.amp.GradScaler | None,
-                     state: LoopState, lr: float, rng_per_rank: list[dict[str, Any]]) -> dict[str, Any]:
+                     state: LoopState, lr: float, rng_per_rank: list[dict[str, Any]],
+                     schedule: dict[str, Any] | None = None,
+                     data_order: dict[str, Any] | None = None) -> dict[str, Any]:
     """last.pt's ``training`` entry: everything needed to continue the loop where it stopped.
 
-    The learning-rate schedule is a pure function of the loop position, so ``lr`` is informative only;
-    the train sampler's order is a function of (seed, epoch), so the loop position fixes it too.
+    The learning rate is a pure function of the schedule's settings and the loop position, so
+    ``schedule`` records the settings (and ``lr`` the current rate); the train order is a function of
+    (seed, epoch, position) plus the loader generator's state, all in ``data_order``.
     """
     return {
         "optimizer": optimizer.state_dict(),
         "grad_scaler": grad_scaler.state_dict() if grad_scaler is not None else None,
         "loop": state.to_dict(),
         "lr": float(lr),
+        "schedule": schedule or {},
+        "data_order": data_order or {},
         "rng": rng_per_rank,  # one entry per process, in rank order
         "world_size": len(rng_per_rank),
     }
@@ -64,13 +69,25 @@ def locate_resume(path: str | Path) -> Path:
     )
 
 
+def run_dir_of(checkpoint: Path) -> Path | None:
+    """The run directory holding ``<run>/checkpoints/<file>.pt``, or None for a loose file."""
+    checkpoint = checkpoint.resolve()
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+
+
 def load_resume(path: Path, model_cfg: ModelConfig, data: dict[str, Any]) -> dict[str, Any]:
     """Load last.pt and check that it belongs to a run with the same model and data layout."""
     payload = load_checkpoint(path)
-    if not isinstance(payload.get("training"), dict):
+    training = payload.get("training")
+    if not isinstance(training, dict):
         raise CheckpointError(
             f"{path} holds no training state (it is a best.pt or an exported model); resume from last.pt"
         )
+    missing = [key for key in ("optimizer", "loop", "rng") if key not in training]
+    if missing or not isinstance(training.get("loop"), dict):
+        what = ", ".join(missing) or "loop"
+        raise CheckpointError(f"{path} has an incomplete training section (missing {what}); it was not "
+                              "written by informer training; resume from another last.pt")
     stored = dict(payload["model_config"])
     wanted = model_cfg.to_dict()
     changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
@@ -102,9 +119,12 @@ def write_json(path: Path, obj: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "w") as handle:
             json.dump(json_safe(obj), handle, indent=2)
             handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

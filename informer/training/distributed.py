@@ -130,7 +130,7 @@ def all_gather_objects(obj: Any) -> list[Any]:
     gathered = [torch.zeros(longest, dtype=torch.uint8) for _ in sizes]
     dist.all_gather(gathered, padded)
     return [
-        torch.load(io.BytesIO(bytes(chunk[: int(n.item())].tolist())), weights_only=True)
+        torch.load(io.BytesIO(bytes(chunk[: int(n.item())].tolist())), map_location="cpu", weights_only=True)
         for chunk, n in zip(gathered, sizes, strict=True)
     ]
 

@@ -74,12 +74,12 @@ def _loader(dataset: WindowDataset, indices: Sequence[int], batch_size: int, num
 def evaluate_split(model: nn.Module, bundle: DataBundle, split: str, *, batch_size: int,
                    device: torch.device, autocast: Callable[[], Any], dist_ctx: DistContext | None = None,
                    max_windows: int | None = None, baselines: bool = True,
-                   num_workers: int = 0) -> dict[str, Any]:
+                   num_workers: int = 0, on_batch: Callable[[], None] | None = None) -> dict[str, Any]:
     """Metrics of ``model`` on a split: ``{model, naive_last, naive_seasonal, windows, ...}``.
 
     The windows are split into contiguous shares, one per process (no padding, no duplicates); each
     process sums its errors in float64 and the sums are added across processes, so the result does not
-    depend on the batch size or the number of processes.
+    depend on the batch size or the number of processes. ``on_batch`` is called after each batch.
     """
     dist_ctx = dist_ctx or DistContext()
     dataset = bundle.split(split)
@@ -103,6 +103,8 @@ def evaluate_split(model: nn.Module, bundle: DataBundle, split: str, *, batch_si
             last = x_enc[:, -1:, -c_out:].expand(-1, pred_len, -1)  # [B, H, c_out]
             scores["naive_last"].update(last, truth)
             scores["naive_seasonal"].update(_seasonal_naive(x_enc, period, pred_len, c_out), truth)
+        if on_batch is not None:
+            on_batch()
     flat = all_reduce_sum(torch.cat([s.as_tensor() for s in scores.values()]))
     for score, part in zip(scores.values(), flat.chunk(len(scores)), strict=True):
         score.load_tensor(part)

@@ -1,7 +1,14 @@
 """The training loop: epochs of optimizer steps, validation, early stopping and checkpoints.
 
-All state that changes while training lives in ``Trainer.state`` (a LoopState), the optimizer and the
-GradScaler, so a checkpoint of those three plus the RNG states is a complete description of the loop.
+All state that changes while training lives in ``Trainer.state`` (a LoopState), the optimizer, the
+GradScaler and the train loader's generator, so a checkpoint of those plus the RNG states is a complete
+description of the loop: a run resumed from ``last.pt`` takes exactly the steps the uninterrupted run
+would have taken.
+
+Order of the side effects at a step or epoch boundary (the resume contract): TensorBoard events for
+global step T are written and flushed before the checkpoint of step T, so a resumed run purges only
+events after T; ``best.pt`` is written before ``last.pt``, so a kill between the two re-creates the same
+``best.pt`` on resume.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -21,19 +29,22 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from informer.checkpoint import save_checkpoint
+from informer.checkpoint import non_finite_entries, save_checkpoint
 from informer.config import ModelConfig, TrainAppConfig
 from informer.data import DataBundle
 from informer.errors import UserError
 from informer.training.artifacts import model_payload, training_section
 from informer.training.distributed import DistContext, all_gather_objects, all_reduce_sum, any_process
 from informer.training.evaluate import (
+    Batch,
     evaluate_split,
     forecast,
     forecast_figure,
     plot_indices,
+    unwrap,
     validation_loss,
 )
+from informer.training.interrupt import KillHook, StopRequest, TrainingInterrupted
 from informer.training.schedule import learning_rate, set_learning_rate
 from informer.training.setup import autocast_factory
 from informer.training.state import LoopState, capture_rng_state
@@ -79,17 +90,28 @@ class RunParts:
 
 
 class Trainer:
-    def __init__(self, parts: RunParts, state: LoopState | None = None) -> None:
+    """Runs epochs from ``state`` on; ``resume`` is last.pt's ``training`` section when continuing a run."""
+
+    def __init__(self, parts: RunParts, state: LoopState | None = None, resume: dict[str, Any] | None = None,
+                 stop: StopRequest | None = None) -> None:
         self.p = parts
         self.state = state or LoopState()
+        self.stop = stop or StopRequest()
+        self.kill_hook = KillHook()
         tr = parts.app.train
         self.autocast = autocast_factory(parts.device, parts.amp_dtype)
         self.per_rank_batch = tr.batch_size // parts.dist.world_size
         self.sampler = ResumableSampler(parts.bundle.train, num_replicas=parts.dist.world_size,
                                         rank=parts.dist.rank, shuffle=True, seed=tr.seed, drop_last=False)
+        # the loader draws a base seed for its workers from this generator each epoch; it is part of the
+        # data order, so last.pt stores its state as of the start of the epoch in progress
+        self.generator = torch.Generator()
+        if resume is not None and isinstance(resume.get("data_order"), dict):
+            self.generator.set_state(resume["data_order"]["loader_generator"])
+        self.epoch_generator_state = self.generator.get_state()
         self.loader = DataLoader(parts.bundle.train, batch_size=self.per_rank_batch, sampler=self.sampler,
                                  drop_last=True, num_workers=tr.num_workers,
-                                 pin_memory=parts.device.type == "cuda", generator=torch.Generator())
+                                 pin_memory=parts.device.type == "cuda", generator=self.generator)
         full = self.sampler.num_samples // self.per_rank_batch  # batches per epoch on every rank
         if full == 0:
             raise UserError(f"train.batch_size={tr.batch_size} exceeds the {len(parts.bundle.train)} "
@@ -98,7 +120,11 @@ class Trainer:
         self.criterion = nn.L1Loss() if tr.loss == "mae" else nn.MSELoss()
         self.plot_windows = plot_indices(len(parts.bundle.val), tr.plot_windows)
         self.main = parts.dist.is_main
-        self.lr = self._lr(self.state.epoch, self.state.step_in_epoch)
+        # the rate of the last step taken (what an epoch records), or of the first step of a new epoch
+        st = self.state
+        self.lr = self._lr(st.epoch, max(st.step_in_epoch - 1, 0))
+        self.stop_agreed = False  # set by each step: some process was asked to stop
+        self.saved_step = st.global_step if resume is not None else None  # global step of last.pt
 
     def _lr(self, epoch: int, step: int) -> float:
         tr = self.p.app.train
@@ -114,11 +140,16 @@ class Trainer:
             lr = self.lr
             improved = st.finish_epoch(train_loss, val_loss, lr, tr.patience)
             st.stopped_early = any_process(st.stopped_early, self.p.device)
-            if improved and self.main:
-                save_checkpoint(self._payload(epoch=st.epoch - 1, val_loss=val_loss),
-                                self.p.checkpoint_dir / "best.pt")
-            self.save_last()
+            if improved:
+                self._check_finite("best.pt")
+                if self.main:
+                    save_checkpoint(self._payload(epoch=st.epoch - 1, val_loss=val_loss),
+                                    self.p.checkpoint_dir / "best.pt")
             self._log_epoch(train_loss, val_loss, lr, time.perf_counter() - started, improved)
+            self.save_last()
+            self.kill_hook("epoch_end", st.epoch)
+            if any_process(self.stop.requested, self.p.device):
+                self._interrupted(f"after epoch {st.epoch}")
         if st.stopped_early:
             log.info("early stopping: validation loss did not improve for %d epochs", tr.patience)
         return st
@@ -126,6 +157,8 @@ class Trainer:
     def _train_epoch(self) -> float:
         st, tr = self.state, self.p.app.train
         self.sampler.set_position(st.epoch, st.step_in_epoch * self.per_rank_batch)
+        if st.step_in_epoch == 0:
+            self.epoch_generator_state = self.generator.get_state()
         self.p.model.train()
         remaining = self.steps_per_epoch - st.step_in_epoch
         bar = tqdm(total=self.steps_per_epoch, initial=st.step_in_epoch, leave=False, dynamic_ncols=True,
@@ -141,10 +174,17 @@ class Trainer:
             self.p.writer.scalar("lr", self.lr, st.global_step)
             if tr.checkpoint_every and st.global_step % tr.checkpoint_every == 0:
                 self.save_last()
+            self.kill_hook("step", st.global_step)
+            if self._stop_now():
+                bar.close()
+                if self.saved_step != st.global_step:
+                    self.save_last()
+                self._interrupted(f"at epoch {st.epoch + 1}, step {st.step_in_epoch} "
+                                  f"(global step {st.global_step})")
         bar.close()
         return st.epoch_train_loss()
 
-    def _step(self, batch: tuple[torch.Tensor, ...]) -> float:
+    def _step(self, batch: Batch) -> float:
         """One optimizer step; returns the loss averaged over all processes."""
         p, st = self.p, self.state
         batch = tuple(t.to(p.device, non_blocking=True) for t in batch)
@@ -164,9 +204,11 @@ class Trainer:
         # fp16 loss scaling overflows on purpose now and then: the scaler skips that step by itself
         grads_bad = ~torch.isfinite(norm) if p.grad_scaler is None else torch.zeros((), dtype=torch.bool,
                                                                                     device=p.device)
-        # one collective per step: the summed loss and the number of processes that saw non-finite values
-        stats = torch.stack([loss.detach().float(), ((~torch.isfinite(loss.detach())) | grads_bad).float()])
-        loss_sum, bad = all_reduce_sum(stats).tolist()
+        # one collective per step: the summed loss, the number of processes that saw non-finite values
+        # and the number asked to stop by a signal (so that all of them stop after the same step)
+        stats = torch.stack([loss.detach().float(), ((~torch.isfinite(loss.detach())) | grads_bad).float(),
+                             torch.tensor(float(self.stop.requested), device=p.device)])
+        loss_sum, bad, stopping = all_reduce_sum(stats).tolist()
         if bad > 0:
             what = "loss" if not math.isfinite(loss_sum) else "gradients"
             raise UserError(
@@ -174,33 +216,65 @@ class Trainer:
                 f"{st.global_step + 1}): the {what} became NaN or infinite. Likely causes: a learning rate "
                 f"too high (train.learning_rate={p.app.train.learning_rate}, now {self.lr:.3g}), NaN or "
                 "extreme values in the data, or fp16 overflow (try train.amp_dtype=bf16 or train.amp=false). "
-                "This step was not applied and no checkpoint was written for it; checkpoints/last.pt holds "
-                "the last good state."
+                f"This step was not applied and no checkpoint was written for it; {self._last_good()}"
             )
         if p.grad_scaler is not None:
             p.grad_scaler.step(p.optimizer)
             p.grad_scaler.update()
         else:
             p.optimizer.step()
+        self.stop_agreed = stopping > 0
         return loss_sum / p.dist.world_size
 
     def _validate(self) -> float:
         p, tr = self.p, self.p.app.train
         limit = tr.limit_eval_batches * tr.eval_batch_size if tr.limit_eval_batches else None
+        epoch = self.state.epoch + 1
         metrics = evaluate_split(p.model, p.bundle, "val", batch_size=tr.eval_batch_size, device=p.device,
                                  autocast=self.autocast, dist_ctx=p.dist, max_windows=limit, baselines=False,
-                                 num_workers=tr.num_workers)
+                                 num_workers=tr.num_workers,
+                                 on_batch=lambda: self.kill_hook("validation", epoch))
         loss = validation_loss(metrics, tr.loss)
         if not math.isfinite(loss):
             raise UserError(
-                f"the validation loss of epoch {self.state.epoch + 1} is {loss}: the model produces NaN or "
-                "infinite forecasts; lower train.learning_rate or check the data for extreme values"
+                f"the validation loss of epoch {epoch} is {loss}: the model produces NaN or infinite "
+                "forecasts; lower train.learning_rate or check the data for extreme values; "
+                f"{self._last_good()}"
             )
         self.p.writer.scalars("val", {"mse": metrics["model"]["scaled"]["mse"],
                                       "mae": metrics["model"]["scaled"]["mae"],
                                       "mse_original": metrics["model"]["original"]["mse"]},
                               self.state.global_step)
         return loss
+
+    # ------------------------------------------------------------------ stopping
+    def _stop_now(self) -> bool:
+        """Stop at this step boundary? Across processes the step's collective decided it."""
+        return self.stop_agreed if self.p.dist.enabled else self.stop.requested
+
+    def _interrupted(self, position: str) -> None:
+        run_dir = self.p.checkpoint_dir.parent
+        raise TrainingInterrupted(self.stop.signum or signal.SIGTERM, str(run_dir),
+                                  str(self.p.checkpoint_dir / "last.pt"), position)
+
+    def _last_good(self) -> str:
+        if self.saved_step is None:
+            return "no checkpoint of this run was written yet"
+        return (f"checkpoints/last.pt keeps the last good state (global step {self.saved_step}); "
+                "resume from it with a lower train.learning_rate")
+
+    def _check_finite(self, name: str) -> None:
+        """Refuse, on every process alike, to checkpoint weights or optimizer moments that overflowed."""
+        bad = non_finite_entries({"model_state": unwrap(self.p.model).state_dict(),
+                                  "optimizer": self.p.optimizer.state_dict()["state"]})
+        if bad:
+            st = self.state
+            raise UserError(
+                f"training diverged by epoch {st.epoch + 1}, global step {st.global_step}: NaN or infinite "
+                f"values in {', '.join(bad[:3])}, so {name} was not written. Likely causes: a learning rate "
+                f"too high (train.learning_rate={self.p.app.train.learning_rate}) or extreme values in the "
+                f"data; {self._last_good()}"
+            )
 
     # ------------------------------------------------------------------ outputs
     def _log_epoch(self, train_loss: float, val_loss: float, lr: float, seconds: float,
@@ -225,10 +299,25 @@ class Trainer:
         return model_payload(self.p.model, self.p.model_cfg, self.p.config, self.p.bundle.checkpoint_data(),
                              **extra)
 
+    def _data_order(self) -> dict[str, Any]:
+        """Where the train loader stands: the sampler's (seed, epoch, position) and the generator state
+        the epoch in progress started from (between epochs: the one the next epoch starts from)."""
+        st, tr = self.state, self.p.app.train
+        generator = self.epoch_generator_state if st.step_in_epoch else self.generator.get_state()
+        return {"seed": tr.seed, "epoch": st.epoch, "samples_done": st.step_in_epoch * self.per_rank_batch,
+                "batch_size": tr.batch_size, "loader_generator": generator}
+
     def save_last(self) -> None:
         """Write last.pt with the full loop state. Collective: every process must call it."""
+        self._check_finite("last.pt")
+        self.p.writer.flush()  # events up to this step reach the disk before the checkpoint naming it
         rng = all_gather_objects(capture_rng_state())
         if self.main:
-            payload = self._payload(training=training_section(self.p.optimizer, self.p.grad_scaler,
-                                                              self.state, self.lr, rng))
+            tr = self.p.app.train
+            schedule = {"lradj": tr.lradj, "learning_rate": tr.learning_rate, "epochs": tr.epochs,
+                        "steps_per_epoch": self.steps_per_epoch}
+            payload = self._payload(training=training_section(
+                self.p.optimizer, self.p.grad_scaler, self.state, self.lr, rng,
+                schedule=schedule, data_order=self._data_order()))
             save_checkpoint(payload, self.p.checkpoint_dir / "last.pt")
+        self.saved_step = self.state.global_step

@@ -1,5 +1,10 @@
 """``train(cfg) -> float``: assemble a run (data, model, optimizer, outputs), train it, evaluate the best
-checkpoint on validation and test once, and write metrics.json and the TensorBoard hparams entry."""
+checkpoint on validation and test once, and write metrics.json and the TensorBoard hparams entry.
+
+Everything the user supplied (config, data, model settings, the checkpoint to resume from) is checked
+before the first file is written to the run directory, so a run refused for bad input leaves an
+existing run directory as it was.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import dataclasses
 import hashlib
 import logging
 import shutil
+import signal
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,20 +22,22 @@ import torch
 from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 
-from informer.checkpoint import load_checkpoint, remove_stale_temporaries
+from informer.checkpoint import describe_state_dict_error, load_checkpoint, remove_stale_temporaries
 from informer.config import TrainAppConfig
 from informer.data import load_data_bundle
-from informer.errors import UserError
-from informer.training.artifacts import load_resume, locate_resume, write_json
+from informer.errors import CheckpointError, UserError
+from informer.training.artifacts import load_resume, locate_resume, run_dir_of, write_json
 from informer.training.distributed import (
     DistContext,
     all_gather_objects,
+    any_process,
     barrier,
     broadcast_string,
     cleanup_distributed,
     init_distributed,
 )
 from informer.training.evaluate import MAPE_NOTE, evaluate_split, unwrap
+from informer.training.interrupt import StopRequest, TrainingInterrupted
 from informer.training.loop import RunParts, Trainer
 from informer.training.setup import (
     amp_dtype,
@@ -46,11 +55,24 @@ log = logging.getLogger(__name__)
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
-def train(cfg: DictConfig | TrainAppConfig | dict[str, Any], output_dir: str | Path | None = None) -> float:
+# train settings whose change makes a resumed run differ from an uninterrupted one
+RESUME_SENSITIVE = ("batch_size", "learning_rate", "lradj", "epochs", "seed", "loss", "weight_decay",
+                    "limit_train_batches", "limit_eval_batches", "eval_batch_size", "grad_clip", "amp",
+                    "amp_dtype", "patience")
+
+
+def train(cfg: DictConfig | TrainAppConfig | dict[str, Any], output_dir: str | Path | None = None,
+          before_training: Callable[[Path], None] | None = None) -> float:
     """Train one model and return its best validation loss.
 
-    Outputs go to ``output_dir`` when given, else to Hydra's run directory, else to
-    ``outputs/<dataset>/<time>``. Under torchrun every process calls this; rank 0 alone writes.
+    Outputs go to ``output_dir`` when given, else to Hydra's run directory, else (when resuming) to the
+    resumed run's directory, else to ``outputs/<dataset>/<time>``. Under torchrun every process calls
+    this; rank 0 alone writes. ``before_training(run_dir)`` runs on rank 0 once every input has been
+    checked, before anything is written to the run directory.
+
+    A SIGINT/SIGTERM stops the run at the next step boundary after writing ``last.pt``; this raises
+    :class:`~informer.training.interrupt.TrainingInterrupted` (``scripts/train.py`` turns it into a
+    message with the resume command and exit code 128 + signal number).
     """
     app = to_app_config(cfg)
     was_initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -60,7 +82,7 @@ def train(cfg: DictConfig | TrainAppConfig | dict[str, Any], output_dir: str | P
         check_config(app, ctx.world_size)
         out = _output_dir(app, output_dir, ctx)
         added_handlers = _setup_logging(out, ctx.is_main)
-        return _run(app, out, ctx)
+        return _run(app, out, ctx, before_training)
     finally:
         for handler in added_handlers:
             logging.getLogger("informer").removeHandler(handler)
@@ -76,14 +98,16 @@ def _output_dir(app: TrainAppConfig, explicit: str | Path | None, ctx: DistConte
     else:
         from hydra.core.hydra_config import HydraConfig
 
+        resumed_run = run_dir_of(locate_resume(resolve_path(app.train.resume))) if app.train.resume else None
         if HydraConfig.initialized():
             chosen = Path(HydraConfig.get().runtime.output_dir)
+        elif resumed_run is not None:  # continue in place: the same checkpoints, log and TensorBoard run
+            chosen = resumed_run
         else:
             chosen = Path("outputs", app.dataset.name, datetime.now().strftime("%Y-%m-%d_%H-%M-%S")).resolve()
     out = Path(broadcast_string(str(chosen)))
-    if ctx.is_main:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(out / "checkpoints")
+    if ctx.is_main:  # the folder only: its files are written once the inputs have been checked
+        out.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -98,8 +122,8 @@ def _setup_logging(out: Path, is_main: bool) -> list[logging.Handler]:
     handlers: list[logging.Handler] = []
     root_files = {Path(h.baseFilename).resolve() for h in logging.getLogger().handlers
                   if isinstance(h, logging.FileHandler)}
-    if log_file not in root_files:
-        handlers.append(logging.FileHandler(log_file))
+    if log_file not in root_files:  # delay: no file until there is something to log
+        handlers.append(logging.FileHandler(log_file, delay=True))
     if not logging.getLogger().handlers:  # outside Hydra: also show progress on the console
         handlers.append(logging.StreamHandler())
     for handler in handlers:
@@ -116,7 +140,19 @@ def _resolved_config(app: TrainAppConfig, data_dir: Path) -> dict[str, Any]:
     return config
 
 
-def _run(app: TrainAppConfig, out: Path, ctx: DistContext) -> float:
+def _prepare_outputs(out: Path, ctx: DistContext, before_training: Callable[[Path], None] | None) -> None:
+    """The first writes into the run directory, once every input has been accepted."""
+    if ctx.is_main:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temporaries(out / "checkpoints"):
+            log.info("removed %s, a partial checkpoint left by an interrupted save", stale.name)
+        if before_training is not None:
+            before_training(out)
+    barrier()
+
+
+def _run(app: TrainAppConfig, out: Path, ctx: DistContext,
+         before_training: Callable[[Path], None] | None = None) -> float:
     tr, spec = app.train, app.model
     if tr.threads:
         torch.set_num_threads(tr.threads)
@@ -130,8 +166,6 @@ def _run(app: TrainAppConfig, out: Path, ctx: DistContext) -> float:
                               progress=ctx.is_main)
     if ctx.is_main:
         barrier()
-    log.info("run directory: %s", out)
-    log.info("data: %s", bundle.describe())
     model_cfg = model_config(spec, bundle.features, bundle.n_columns, bundle.freq)
     config = _resolved_config(app, data_dir)
 
@@ -146,8 +180,17 @@ def _run(app: TrainAppConfig, out: Path, ctx: DistContext) -> float:
     if tr.resume:
         resume_path = locate_resume(resolve_path(tr.resume))
         resume = load_resume(resume_path, model_cfg, bundle.checkpoint_data())
-        model.load_state_dict(resume["model_state"])
+        try:
+            model.load_state_dict(resume["model_state"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{resume_path}: the stored weights do not match the stored model "
+                                  f"arguments ({describe_state_dict_error(exc)})") from None
+    _prepare_outputs(out, ctx, before_training)
+    log.info("run directory: %s", out)
+    log.info("data: %s", bundle.describe())
+    if resume is not None:
         _carry_best(resume_path, out, ctx)
+        _warn_on_resume_differences(resume, app, resume_path)
     model.to(device)
     log.info("model: %s, %.2fM parameters, device %s, %d process(es)", type(model).__name__,
              sum(p.numel() for p in model.parameters()) / 1e6, device, ctx.world_size)
@@ -158,22 +201,30 @@ def _run(app: TrainAppConfig, out: Path, ctx: DistContext) -> float:
     state = LoopState()
     seed_everything(tr.seed + ctx.rank)  # per-process dropout streams
     if resume is not None:
-        state = _restore(resume, optimizer, grad_scaler, ctx)
-        log.info("resumed from %s at epoch %d, step %d (global step %d)", tr.resume, state.epoch + 1,
+        state = _restore(resume, optimizer, grad_scaler, ctx, resume_path)
+        log.info("resumed from %s at epoch %d, step %d (global step %d)", resume_path, state.epoch + 1,
                  state.step_in_epoch, state.global_step)
 
     net = torch.compile(model) if tr.compile else model
     if ctx.enabled:
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    # events of steps up to the checkpoint's were on disk before it was written; later ones are dropped
     writer = RunWriter(out / "tb" if ctx.is_main else None,
-                       purge_step=state.global_step if resume is not None else None)
+                       purge_step=state.global_step + 1 if resume is not None else None)
     parts = RunParts(app=app, bundle=bundle, model_cfg=model_cfg, model=net, optimizer=optimizer,
                      grad_scaler=grad_scaler, device=device, amp_dtype=dtype, dist=ctx, writer=writer,
                      checkpoint_dir=out / "checkpoints", config=config)
     try:
-        state = Trainer(parts, state).fit()
-        _check_replicas(model, ctx)
-        metrics = _final_evaluation(parts, state)
+        with StopRequest() as stop:
+            trainer = Trainer(parts, state, resume=resume["training"] if resume is not None else None,
+                              stop=stop)
+            try:
+                state = trainer.fit()
+                _check_replicas(model, ctx)
+                metrics = _final_evaluation(parts, state, stop)
+            except TrainingInterrupted as exc:
+                log.warning("%s; continue with train.resume=%s", exc, exc.run_dir)
+                raise
         if ctx.is_main:
             write_json(out / "metrics.json", metrics)
             writer.scalars("test", _headline(metrics["test"]), state.global_step)
@@ -192,18 +243,44 @@ def _run(app: TrainAppConfig, out: Path, ctx: DistContext) -> float:
 
 
 def _restore(resume: dict[str, Any], optimizer: torch.optim.Optimizer,
-             grad_scaler: torch.amp.GradScaler | None, ctx: DistContext) -> LoopState:
+             grad_scaler: torch.amp.GradScaler | None, ctx: DistContext, path: Path) -> LoopState:
     training = resume["training"]
-    optimizer.load_state_dict(training["optimizer"])
-    if grad_scaler is not None and training.get("grad_scaler"):
-        grad_scaler.load_state_dict(training["grad_scaler"])
-    rng = training.get("rng") or []
-    if len(rng) == ctx.world_size:
-        restore_rng_state(rng[ctx.rank])
-    else:
-        log.warning("the checkpoint was written by %d process(es), this run has %d: random streams restart "
-                    "from the seed, so the continuation is not bit-identical", len(rng), ctx.world_size)
-    return LoopState.from_dict(training["loop"])
+    try:
+        optimizer.load_state_dict(training["optimizer"])
+        if grad_scaler is not None and training.get("grad_scaler"):
+            grad_scaler.load_state_dict(training["grad_scaler"])
+        rng = training.get("rng") or []
+        if len(rng) == ctx.world_size:
+            restore_rng_state(rng[ctx.rank])
+        else:
+            log.warning("the checkpoint was written by %d process(es), this run has %d: random streams "
+                        "restart from the seed, so the continuation is not bit-identical", len(rng),
+                        ctx.world_size)
+        return LoopState.from_dict(training["loop"])
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{path}: its training state cannot be restored ({detail}); resume from "
+                              "another last.pt or start a new run") from None
+
+
+def _warn_on_resume_differences(resume: dict[str, Any], app: TrainAppConfig, path: Path) -> None:
+    """Resuming is exact only with the same software, thread count and training settings: say so."""
+    stored = resume.get("versions") or {}
+    now_torch, now_threads = str(torch.__version__), torch.get_num_threads()
+    if stored.get("threads") is not None and stored.get("threads") != now_threads:
+        log.warning("resuming with %d CPU thread(s), the checkpoint was written with %s: results may differ "
+                    "slightly from an uninterrupted run (set train.threads=%s to match)", now_threads,
+                    stored.get("threads"), stored.get("threads"))
+    if stored.get("torch") is not None and stored.get("torch") != now_torch:
+        log.warning("resuming with torch %s, the checkpoint was written by torch %s: results may differ "
+                    "slightly from an uninterrupted run", now_torch, stored.get("torch"))
+    before = (resume.get("config") or {}).get("train") or {}
+    after = dataclasses.asdict(app.train)
+    changed = [f"train.{k}: {before[k]!r} -> {after[k]!r}" for k in RESUME_SENSITIVE
+               if k in before and before[k] != after[k]]
+    if changed:
+        log.warning("resuming %s with changed settings (%s): the continuation differs from an uninterrupted "
+                    "run with the original settings", path, ", ".join(changed))
 
 
 def _check_replicas(model: torch.nn.Module, ctx: DistContext) -> None:
@@ -229,8 +306,11 @@ def _carry_best(resume_path: Path, out: Path, ctx: DistContext) -> None:
         shutil.copy2(source, target)
 
 
-def _final_evaluation(parts: RunParts, state: LoopState) -> dict[str, Any]:
-    """Load best.pt and score every validation and test window once (with the naive baselines)."""
+def _final_evaluation(parts: RunParts, state: LoopState, stop: StopRequest) -> dict[str, Any]:
+    """Load best.pt and score every validation and test window once (with the naive baselines).
+
+    A stop requested meanwhile is honoured between the splits: last.pt is final already, so resuming
+    only repeats this evaluation."""
     barrier()  # rank 0 has finished writing best.pt
     best = load_checkpoint(parts.checkpoint_dir / "best.pt", map_location="cpu")
     unwrap(parts.model).load_state_dict(best["model_state"])
@@ -238,6 +318,9 @@ def _final_evaluation(parts: RunParts, state: LoopState) -> dict[str, Any]:
     autocast = autocast_factory(parts.device, parts.amp_dtype)
     metrics: dict[str, Any] = {}
     for split in ("val", "test"):
+        if any_process(stop.requested, parts.device):
+            raise TrainingInterrupted(stop.signum or signal.SIGTERM, str(parts.checkpoint_dir.parent),
+                                      str(parts.checkpoint_dir / "last.pt"), "during the final evaluation")
         metrics[split] = evaluate_split(parts.model, parts.bundle, split, batch_size=tr.eval_batch_size,
                                         device=parts.device, autocast=autocast, dist_ctx=parts.dist,
                                         num_workers=tr.num_workers)

@@ -69,6 +69,11 @@ def check_config(app: TrainAppConfig, world_size: int = 1) -> None:
     _choice("train.loss", tr.loss, LOSSES)
     for name in ("epochs", "batch_size", "eval_batch_size", "patience", "learning_rate"):
         _positive(f"train.{name}", getattr(tr, name))
+    for name in ("learning_rate", "weight_decay", "grad_clip"):  # the optimizer works in float32
+        value = getattr(tr, name)
+        if value is not None and not value <= torch.finfo(torch.float32).max:
+            raise UserError(f"train.{name}={value!r} is not a usable number (it must be finite and within "
+                            "float32 range); use a value like 1e-4")
     for name in ("limit_train_batches", "limit_eval_batches", "threads", "grad_clip"):
         _positive(f"train.{name}", getattr(tr, name), allow_none=True)
     for name in ("weight_decay", "num_workers", "checkpoint_every", "plot_windows"):
