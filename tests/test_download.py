@@ -89,6 +89,14 @@ def test_download_fetches_and_verifies(server: str, etth1_csv: Path, tmp_path: P
     assert [p.name for p in path.parent.iterdir()] == ["ETTh1.csv"]  # no temporary file left
 
 
+def test_partial_file_of_a_killed_download_is_removed(server: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / ".ETTh1.abc123.csv.part").write_bytes(b"date,HUFL\n2016-07-01")  # as a SIGKILL leaves it
+    download_ett("ETTh1", data, base_url=f"{server}/ok", progress=False)
+    assert sorted(p.name for p in data.iterdir()) == ["ETTh1.csv"]
+
+
 def test_base_url_from_environment(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(BASE_URL_ENV, f"{server}/ok/")
     assert ett_url("ETTh1") == f"{server}/ok/ETTh1.csv"

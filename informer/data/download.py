@@ -88,6 +88,8 @@ def download_ett(name: str, data_dir: str | Path, *, base_url: str | None = None
     except OSError as exc:
         raise DataError(f"cannot create the data folder {directory} for {name}.csv ({exc}); set "
                         "paths.data_dir or INFORMER_DATA_DIR to a writable folder") from exc
+    for stale in directory.glob(f".{name}.*.csv.part"):  # left by a download that was killed
+        stale.unlink(missing_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".csv.part", dir=directory)
     tmp = Path(tmp_name)
     try:
