@@ -50,8 +50,11 @@ if __name__ == "__main__":
     extra, RECORD_DEFERRED = extra_overrides(user_args)
     # torchrun: all processes agree on one run directory before Hydra creates it
     extra += hydra_overrides_for_rank(user_args + extra, CONFIG_DIR / "train.yaml")
-    # placed before the user's arguments so that flags such as `--cfg job` still parse
-    sys.argv = [sys.argv[0], *extra, *user_args]
+    # argparse wants the overrides in one run: put ours just before the user's first override so that
+    # flags on either side (`-m ...`, `... --cfg job`) still parse
+    first = next((i for i, arg in enumerate(user_args) if "=" in arg and not arg.startswith("-")),
+                 len(user_args))
+    sys.argv = [sys.argv[0], *user_args[:first], *extra, *user_args[first:]]
     try:
         main()
     finally:
