@@ -91,18 +91,45 @@ class FavorAttention(AttentionCore):
         # exp of random projections overflows half precision: compute the features in float32 at least
         with torch.autocast(device_type=q.device.type, enabled=False):
             q, k, v = q.to(work), k.to(work), v.to(work)
+            if not self.causal:
+                out, weights = self._bidirectional(q, k, v)
+                return out.to(dtype), weights
             phi_q = self.feature_map(q, is_query=True)  # [B, L_Q, H, m]
             phi_k = self.feature_map(k, is_query=False)  # [B, L_K, H, m]
-            if self.causal:
-                out = self._causal(phi_q, phi_k, v)
-            else:
-                kv = torch.einsum("bshm,bshe->bhme", phi_k, v)  # [B, H, m, E]
-                z = phi_k.sum(dim=1)  # [B, H, m]
-                num = torch.einsum("blhm,bhme->blhe", phi_q, kv)  # [B, L_Q, H, E]
-                den = torch.einsum("blhm,bhm->blh", phi_q, z)  # [B, L_Q, H]
-                out = num / den.clamp_min(torch.finfo(den.dtype).tiny).unsqueeze(-1)
+            out = self._causal(phi_q, phi_k, v)
             weights = self._weights(phi_q, phi_k) if self.output_attention else None
         return out.to(dtype), weights
+
+    def _bidirectional(self, q: torch.Tensor, k: torch.Tensor,
+                       v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Non-causal FAVOR+ with the same features as :meth:`feature_map`, laid out head-major.
+
+        Every m-wide tensor is a contiguous ``[B, H, L, m]``, so each product is a batched GEMM with
+        no permuted copy of the features (the copies cost more than the products at long L), and the
+        normaliser ``D`` comes out of the numerator's GEMM through a column of ones appended to V.
+        """
+        w = self.projection.to(q.dtype).t()  # [E, m]
+        xq = q.transpose(1, 2) * self.head_dim ** -0.25  # [B, H, L_Q, E]
+        xk = k.transpose(1, 2) * self.head_dim ** -0.25  # [B, H, L_K, E]
+        logits_q = xq @ w  # [B, H, L_Q, m]
+        # exp(w x - |x|^2/2 - max_m(w x - |x|^2/2)) == exp(w x - max_m(w x)): the norm is constant
+        # along a query row, so it needs no pass over the features
+        phi_q = (logits_q - logits_q.amax(-1, keepdim=True).detach()).exp_()  # [B, H, L_Q, m]
+        logits_k = xk @ w  # [B, H, L_K, m]
+        half_norm = xk.pow(2).sum(-1, keepdim=True) / 2  # [B, H, L_K, 1]
+        # max over (L_K, m) of (w x - |x|^2/2), from the row maxima: [B, H, 1, 1]
+        shift = (logits_k.amax(-1, keepdim=True) - half_norm).amax(dim=2, keepdim=True).detach()
+        phi_k = (logits_k - (half_norm + shift)).exp_()  # [B, H, L_K, m]
+        ones = v.new_ones(*v.shape[:-1], 1)  # [B, L_K, H, 1]
+        v1 = torch.cat([v, ones], dim=-1).transpose(1, 2)  # [B, H, L_K, E + 1]
+        kvz = phi_k.transpose(-2, -1) @ v1  # [B, H, m, E + 1]: phi(K)^T V and phi(K)^T 1
+        num_den = phi_q @ kvz  # [B, H, L_Q, E + 1]
+        den = num_den[..., -1:].clamp_min(torch.finfo(num_den.dtype).tiny)  # [B, H, L_Q, 1]
+        out = (num_den[..., :-1] / den).transpose(1, 2)  # [B, L_Q, H, E]
+        weights = None
+        if self.output_attention:
+            weights = self._weights(phi_q.transpose(1, 2), phi_k.transpose(1, 2))
+        return out, weights
 
     def _causal(self, phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         b, l, h, m = phi_q.shape

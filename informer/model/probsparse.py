@@ -80,6 +80,17 @@ def _sampled_scores_gather(q: torch.Tensor, k: torch.Tensor, idx: torch.Tensor,
     return torch.cat(parts, dim=1)  # [B, L_Q, H, U]
 
 
+@torch.compiler.disable
+def _sampled_sparsity(q: torch.Tensor, k: torch.Tensor, idx: torch.Tensor, l_k: int) -> torch.Tensor:
+    """``max - sum / L_K`` of the sampled scores, ``[B, L_Q, H]``, run outside torch.compile.
+
+    Dynamo can neither trace the sparse CSR kernel nor wrap a view of its values when it resumes after
+    the graph break (torch 2.13), so the reduction happens here too and only a fresh tensor goes back.
+    """
+    scores = sampled_scores(q, k, idx)  # [B, L_Q, H, U]
+    return scores.amax(-1) - scores.sum(-1) / l_k
+
+
 class _MeanOutsideActiveRows(torch.autograd.Function):
     """Non-causal output assembly: the active rows, and the mean of V everywhere else.
 
@@ -149,7 +160,7 @@ class ProbAttention(AttentionCore):
                 return (scores.masked_fill(future, float("-inf")).amax(-1)
                         - scores.masked_fill(future, 0.0).sum(-1) / l_k)
         else:
-            scores = sampled_scores(q, k, idx)  # [B, L_Q, H, U]
+            return _sampled_sparsity(q, k, idx, l_k)
         return scores.amax(-1) - scores.sum(-1) / l_k
 
     def _generator(self, device: torch.device) -> torch.Generator | None:

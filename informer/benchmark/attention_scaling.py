@@ -1,0 +1,84 @@
+"""One attention layer, forward + backward, as the input grows: time and peak memory per length.
+
+Each (kind, L) point runs in its own interpreter (see :mod:`informer.benchmark.worker`) so its peak
+RSS is its own. Lengths are the outer loop and kinds the inner one, so the kinds compared at one
+length are measured minutes apart at most, under similar machine load. A point whose predicted cost
+(the previous length's time, scaled by the kind's expected growth) exceeds the per-point budget is
+skipped and recorded as such.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from informer.benchmark.common import Scale, log_log_slope, run_worker
+
+KINDS = ("prob", "full", "favor", "projections")
+FIT_FROM = 384
+# expected growth exponents, only to decide what to skip
+GROWTH = {"prob": 1.3, "full": 2.0, "favor": 1.2, "projections": 1.1}
+
+
+def run(scale: Scale, threads: int, log: Any = print) -> dict[str, Any]:
+    points: dict[str, dict[int, dict[str, Any]]] = {kind: {} for kind in KINDS}
+    last: dict[str, tuple[int, float]] = {}
+    for length in scale.attn_lengths:
+        for kind in KINDS:
+            if kind in last:
+                prev_len, prev_s = last[kind]
+                predicted = prev_s * (length / prev_len) ** GROWTH[kind]
+                if predicted * 2 > scale.attn_max_point_s:
+                    points[kind][length] = {"skipped": f"predicted {predicted:.1f} s per step exceeds the "
+                                                       f"per-point budget"}
+                    log(f"  attention {kind:11s} L={length:5d}  skipped (predicted {predicted:.1f} s/step)")
+                    continue
+            reps = scale.attn_reps
+            task = {"task": "attention", "kind": kind, "length": length, "batch": scale.attn_batch,
+                    "d_model": scale.attn_d_model, "n_heads": scale.attn_heads, "reps": reps,
+                    "budget_s": scale.attn_budget_s}
+            result = run_worker(task, threads, timeout_s=60 + 4 * scale.attn_max_point_s)
+            result.pop("task", None)
+            points[kind][length] = result
+            if "error" in result:
+                log(f"  attention {kind:11s} L={length:5d}  {result['error']}")
+                continue
+            median = result["time"]["median_s"]
+            last[kind] = (length, median)
+            log(f"  attention {kind:11s} L={length:5d}  {median * 1e3:9.1f} ms  "
+                f"+{result['peak_growth_mib']:8.1f} MiB")
+    return {
+        "config": {"batch": scale.attn_batch, "d_model": scale.attn_d_model, "n_heads": scale.attn_heads,
+                   "lengths": list(scale.attn_lengths), "attention_dropout": 0.0, "mode": "train (fwd+bwd)"},
+        "method": ("AttentionLayer (q/k/v/out projections + core), self-attention on x [B, L, d_model] with "
+                   f"requires_grad, out.sum().backward(); median of up to {scale.attn_reps} timed steps "
+                   "after one untimed step; "
+                   "'projections' replaces the core by the identity on V; memory = peak RSS (VmHWM, "
+                   "reset through /proc/self/clear_refs) during the first step at L minus the RSS before it, "
+                   "in a fresh process per point after a warm-up at L=32"),
+        "points": {kind: {str(k): v for k, v in pts.items()} for kind, pts in points.items()},
+        "exponents": exponents(points),
+    }
+
+
+def ok(point: dict[str, Any] | None) -> bool:
+    return bool(point) and "time" in point
+
+
+def exponents(points: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[str, float | None]]:
+    """Least-squares log-log slopes of time and memory against L, per kind.
+
+    Fitted from L = 384 up when two such points exist: below that, fixed per-call costs flatten the
+    curve and say nothing about how the method scales.
+    """
+    out = {}
+    for kind, pts in points.items():
+        good = sorted((length, p) for length, p in pts.items() if ok(p))
+        if sum(length >= FIT_FROM for length, _ in good) >= 2:
+            good = [(length, p) for length, p in good if length >= FIT_FROM]
+        lengths = [float(length) for length, _ in good]
+        out[kind] = {
+            "time": log_log_slope(lengths, [p["time"]["median_s"] for _, p in good]),
+            "memory": log_log_slope(lengths, [max(p["peak_growth_mib"], 1e-3) for _, p in good]),
+            "lengths": [int(x) for x in lengths],
+        }
+    return out

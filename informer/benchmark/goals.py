@@ -1,0 +1,93 @@
+"""The product's performance goals as ratios measured in one run (reported, never asserted)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from informer.benchmark.common import OFFICIAL_STEP_SECONDS
+
+
+def _goal(value: float | None, target: str, met: bool | None, definition: str) -> dict[str, Any]:
+    return {"value": value, "target": target, "met": met, "definition": definition}
+
+
+def _median(point: dict[str, Any] | None) -> float | None:
+    return point["time"]["median_s"] if point and "time" in point else None
+
+
+def _memory(point: dict[str, Any] | None) -> float | None:
+    return point["peak_growth_mib"] if point and "time" in point else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def compute(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    goals: dict[str, dict[str, Any]] = {}
+    step = results.get("train_step", {}).get("kinds", {}).get("prob")
+    if step:
+        ratio = step["step_vs_limit"]
+        goals["train_step_vs_gemm_limit"] = _goal(
+            ratio, "<= 1.25", ratio <= 1.25,
+            "median training step (prob) / median replay of that step's GEMMs and convolutions")
+        best = step["step_vs_limit_best"]
+        goals["train_step_vs_gemm_limit_best"] = _goal(
+            best, "<= 1.25", best <= 1.25, "the same with the fastest step over the fastest replay")
+        speedup = OFFICIAL_STEP_SECONDS / step["step"]["median_s"]
+        goals["train_step_speedup_vs_official_1.6s"] = _goal(
+            speedup, ">= 1.5", speedup >= 1.5,
+            f"{OFFICIAL_STEP_SECONDS} s (official code, this machine) / median training step (prob)")
+
+    attn = results.get("attention_scaling", {}).get("points")
+    if attn:
+        prob, full, proj = attn.get("prob", {}), attn.get("full", {}), attn.get("projections", {})
+        at = "3072" if "3072" in prob else max(prob, key=int, default=None)
+        if at is not None:
+            r = _ratio(_median(prob.get(at)), _median(full.get(at)))
+            goals[f"prob_vs_sdpa_at_{at}"] = _goal(
+                r, "<= 0.4 (>= 2.5x faster)", None if r is None else r <= 0.4,
+                f"ProbSparse layer time / full (SDPA) layer time at L={at}, forward + backward")
+            r = _ratio(_median(prob.get(at)), _median(proj.get(at)))
+            goals[f"prob_vs_projections_at_{at}"] = _goal(
+                r, "<= 1.3", None if r is None else r <= 1.3,
+                f"ProbSparse layer time / projections-only layer time at L={at}")
+        from_384 = [_ratio(_median(prob.get(k)), _median(full.get(k))) for k in prob if int(k) >= 384]
+        from_384 = [r for r in from_384 if r is not None]
+        if from_384:
+            worst = max(from_384)
+            goals["prob_vs_sdpa_worst_from_384"] = _goal(
+                worst, "<= 1.0", worst <= 1.0, "largest ProbSparse / SDPA time ratio over L >= 384")
+        mem = [_ratio(_memory(prob.get(k)), _memory(full.get(k))) for k in prob]
+        mem = [r for r in mem if r is not None]
+        if mem:
+            goals["prob_vs_sdpa_memory_worst"] = _goal(
+                max(mem), "<= 1.0", max(mem) <= 1.0,
+                "largest ProbSparse / SDPA peak-memory-growth ratio over every L measured")
+        exps = results["attention_scaling"].get("exponents", {}).get("favor", {})
+        for what in ("time", "memory"):
+            e = exps.get(what)
+            goals[f"favor_{what}_exponent"] = _goal(
+                e, "near 1 (<= 1.2)", None if e is None else e <= 1.2,
+                f"least-squares slope of log {what} on log L (FAVOR+ layer), L in {exps.get('lengths')}")
+
+    long_points = results.get("long_input", {}).get("points", {})
+    at_2880 = long_points.get("2880", {})
+    if at_2880:
+        r = _ratio(_memory(at_2880.get("prob")), _memory(at_2880.get("full")))
+        goals["long_2880_prob_vs_full_memory"] = _goal(
+            r, "< 1.0", None if r is None else r < 1.0,
+            "peak memory growth of a training step at seq_len 2880: prob / full")
+
+    ratios = results.get("epoch", {}).get("ratios")
+    if ratios:
+        for name, label in (("official_style", "train + val_grad + test_grad"),
+                            ("test_every_epoch", "train + val + test"),
+                            ("official_estimate",
+                             f"steps x {OFFICIAL_STEP_SECONDS} s + val_grad + test_grad")):
+            if name not in ratios:
+                continue
+            goals[f"epoch_speedup_vs_{name}"] = _goal(
+                ratios[name], ">= 2.0", ratios[name] >= 2.0,
+                f"({label}) / (train + val) epoch seconds, see the epoch section")
+    return goals

@@ -1,0 +1,118 @@
+"""The benchmark suite runs end to end and writes a well-formed report (structure only, no timings)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from informer.benchmark.common import log_log_slope, make_scale
+from informer.benchmark.gemm_limit import Replay, op_counts, record_step
+from informer.benchmark.runner import SECTIONS, resolve_sections
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), *args],
+                          capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=240)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    proc = _run_script("--quick", "--tiny", "--threads", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def test_json_has_every_section_and_goal(quick_run: Path) -> None:
+    results = json.loads((quick_run / "results.json").read_text())
+    assert results["mode"] == "tiny"
+    assert results["machine"]["threads"] == 1 and results["machine"]["torch"] == str(torch.__version__)
+    sections = results["sections"]
+    assert set(sections) == {"train_step", "attention_scaling", "inference", "epoch"}  # long_input skipped
+    errors = {name: sec["error"] for name, sec in sections.items() if "error" in sec}
+    assert not errors, errors
+
+    train = sections["train_step"]["kinds"]
+    assert set(train) == {"prob", "full", "favor"}
+    for r in train.values():
+        assert r["flops_per_step"] > 0 and r["step"]["n"] >= 1
+        assert r["limit"]["n_calls"] > 0 and r["limit"]["gemm_conv"]["median_s"] > 0
+        assert {"mm", "convolution", "convolution_backward"} <= set(r["limit"]["op_counts"])
+        assert r["step_vs_limit"] > 0
+
+    points = sections["attention_scaling"]["points"]
+    assert set(points) == {"prob", "full", "favor", "projections"}
+    for per_length in points.values():
+        for p in per_length.values():
+            assert "time" in p and p["peak_growth_mib"] >= 0, p
+    assert "favor" in sections["attention_scaling"]["exponents"]
+
+    inference = sections["inference"]
+    rates = [r["windows_per_s"] for per in inference["throughput"]["kinds"].values() for r in per.values()]
+    assert rates and all(rate > 0 for rate in rates)
+    latency = inference["forecast_latency"]
+    assert latency["process_csv_only"]["median_s"] > 0, latency
+    assert latency["in_process"]["predict_ms_median"] > 0, latency
+
+    for goal in results["goals"].values():
+        assert set(goal) == {"value", "target", "met", "definition"}
+    assert "train_step_vs_gemm_limit" in results["goals"]
+    assert "favor_time_exponent" in results["goals"]
+
+
+def test_markdown_tables(quick_run: Path) -> None:
+    md = (quick_run / "results.md").read_text()
+    assert md.startswith("## Performance")
+    assert "torch intra-op threads: 1" in md and torch.__version__ in md
+    for heading in ("### Training step", "### Attention layer", "### Inference", "### Goals"):
+        assert heading in md
+    assert "| attn | step s (median)" in md and "| L | prob | full | favor | projections |" in md
+
+
+def test_unknown_section_is_a_user_error(tmp_path: Path) -> None:
+    proc = _run_script("--sections", "warp_drive", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: unknown section 'warp_drive'")
+
+
+def test_section_selection_and_aliases() -> None:
+    full, quick = make_scale(False, False), make_scale(True, False)
+    assert resolve_sections(None, full) == list(SECTIONS)
+    assert "long_input" not in resolve_sections(None, quick)
+    assert resolve_sections(["epoch", "gemm_limit"], full) == ["train_step", "epoch"]
+
+
+def test_log_log_slope_recovers_a_power_law() -> None:
+    xs = [96.0, 384.0, 1536.0]
+    assert math.isclose(log_log_slope(xs, [3.0 * x**1.5 for x in xs]), 1.5, rel_tol=1e-9)
+    assert log_log_slope([1.0], [1.0]) is None
+
+
+def test_recorder_sees_forward_and_backward_products_and_replays_them() -> None:
+    layer = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    conv = nn.Conv1d(4, 4, kernel_size=3)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+
+    def step() -> None:
+        y = layer(x)  # [2, 5, 4]
+        conv(y.transpose(1, 2)).sum().backward()
+
+    calls = record_step(step)
+    counts = op_counts(calls)
+    assert counts.get("addmm", 0) == 2  # the two forward linears
+    assert counts.get("mm", 0) >= 3  # weight and input gradients
+    assert counts["convolution"] == 1 and counts["convolution_backward"] == 1
+    replay = Replay(calls)
+    assert replay.count(("gemm", "conv")) == len(calls)
+    assert replay.time_once() > 0
