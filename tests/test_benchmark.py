@@ -39,9 +39,13 @@ def test_json_has_every_section_and_goal(quick_run: Path) -> None:
     assert results["mode"] == "tiny"
     assert results["machine"]["threads"] == 1 and results["machine"]["torch"] == str(torch.__version__)
     sections = results["sections"]
-    assert set(sections) == {"train_step", "attention_scaling", "inference", "epoch"}  # long_input skipped
+    assert set(sections) == {"train_step", "attention_scaling", "inference", "epoch",
+                             "ddp_scaling"}  # long_input skipped
     errors = {name: sec["error"] for name, sec in sections.items() if "error" in sec}
     assert not errors, errors
+    ddp = sections["ddp_scaling"]
+    assert {"1x1", "1x2", "2x1"} == set(ddp["runs"])
+    assert ddp["efficiency_equal_cores"] > 0 and ddp["efficiency_classic"] > 0
 
     train = sections["train_step"]["kinds"]
     assert set(train) == {"prob", "full", "favor"}

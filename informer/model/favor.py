@@ -111,15 +111,20 @@ class FavorAttention(AttentionCore):
         w = self.projection.to(q.dtype).t()  # [E, m]
         xq = q.transpose(1, 2) * self.head_dim ** -0.25  # [B, H, L_Q, E]
         xk = k.transpose(1, 2) * self.head_dim ** -0.25  # [B, H, L_K, E]
+        # The features overwrite their logits in place (the products' backward needs only their
+        # inputs), so each m-wide tensor exists once.
         logits_q = xq @ w  # [B, H, L_Q, m]
+        with torch.no_grad():
+            row_max_q = logits_q.amax(-1, keepdim=True)  # [B, H, L_Q, 1]
         # exp(w x - |x|^2/2 - max_m(w x - |x|^2/2)) == exp(w x - max_m(w x)): the norm is constant
         # along a query row, so it needs no pass over the features
-        phi_q = (logits_q - logits_q.amax(-1, keepdim=True).detach()).exp_()  # [B, H, L_Q, m]
+        phi_q = logits_q.sub_(row_max_q).exp_()  # [B, H, L_Q, m]
         logits_k = xk @ w  # [B, H, L_K, m]
         half_norm = xk.pow(2).sum(-1, keepdim=True) / 2  # [B, H, L_K, 1]
-        # max over (L_K, m) of (w x - |x|^2/2), from the row maxima: [B, H, 1, 1]
-        shift = (logits_k.amax(-1, keepdim=True) - half_norm).amax(dim=2, keepdim=True).detach()
-        phi_k = (logits_k - (half_norm + shift)).exp_()  # [B, H, L_K, m]
+        with torch.no_grad():
+            # max over (L_K, m) of (w x - |x|^2/2), from the row maxima: [B, H, 1, 1]
+            shift = (logits_k.amax(-1, keepdim=True) - half_norm).amax(dim=2, keepdim=True)
+        phi_k = logits_k.sub_(half_norm + shift).exp_()  # [B, H, L_K, m]
         ones = v.new_ones(*v.shape[:-1], 1)  # [B, L_K, H, 1]
         v1 = torch.cat([v, ones], dim=-1).transpose(1, 2)  # [B, H, L_K, E + 1]
         kvz = phi_k.transpose(-2, -1) @ v1  # [B, H, m, E + 1]: phi(K)^T V and phi(K)^T 1
