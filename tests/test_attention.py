@@ -275,7 +275,7 @@ def test_mean_outside_active_rows_gradient() -> None:
 def test_prob_layer_reprojects_active_queries_with_identical_gradients(causal: bool, mix: bool) -> None:
     torch.manual_seed(0)
     layer = AttentionLayer(ProbAttention(causal, factor=1), d_model=12, n_heads=3, mix=mix).eval()
-    assert layer.inner_attention.selects_query_rows(30)
+    assert layer.inner_attention.selects_query_rows(30, 3)
     x = torch.randn(2, 30, 12, requires_grad=True)
     out, _ = layer(x, x, x)  # the query projection's gradient flows through the active rows only
     grads = torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from informer.benchmark.common import log_log_slope, make_scale
+from informer.benchmark.common import log_log_slope, make_scale, peak_tensor_mib
 from informer.benchmark.gemm_limit import Replay, op_counts, record_step
 from informer.benchmark.runner import SECTIONS, resolve_sections
 
@@ -59,7 +59,7 @@ def test_json_has_every_section_and_goal(quick_run: Path) -> None:
     assert set(points) == {"prob", "full", "favor", "projections"}
     for per_length in points.values():
         for p in per_length.values():
-            assert "time" in p and p["peak_growth_mib"] >= 0, p
+            assert "time" in p and p["peak_growth_mib"] >= 0 and p["peak_tensor_mib"] > 0, p
     assert "favor" in sections["attention_scaling"]["exponents"]
 
     inference = sections["inference"]
@@ -101,6 +101,20 @@ def test_log_log_slope_recovers_a_power_law() -> None:
     xs = [96.0, 384.0, 1536.0]
     assert math.isclose(log_log_slope(xs, [3.0 * x**1.5 for x in xs]), 1.5, rel_tol=1e-9)
     assert log_log_slope([1.0], [1.0]) is None
+
+
+def test_peak_tensor_memory_counts_what_is_live_at_once() -> None:
+    keep = torch.zeros(1)
+
+    def step() -> None:
+        a = torch.ones(2**20)  # 4 MiB
+        b = torch.ones(2**19)  # 2 MiB, live together with a: 6 MiB
+        del a, b
+        c = torch.ones(2**20)  # 4 MiB, alone
+        keep.add_(c.sum())
+
+    peak = peak_tensor_mib(step)
+    assert peak is not None and 6.0 <= peak < 6.1
 
 
 def test_recorder_sees_forward_and_backward_products_and_replays_them() -> None:

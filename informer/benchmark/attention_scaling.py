@@ -44,17 +44,21 @@ def run(scale: Scale, threads: int, log: Any = print) -> dict[str, Any]:
                 continue
             median = result["time"]["median_s"]
             last[kind] = (length, median)
+            tensors = result.get("peak_tensor_mib")
             log(f"  attention {kind:11s} L={length:5d}  {median * 1e3:9.1f} ms  "
-                f"+{result['peak_growth_mib']:8.1f} MiB")
+                f"+{result['peak_growth_mib']:8.1f} MiB RSS  "
+                + (f"{tensors:8.1f} MiB tensors" if tensors is not None else ""))
     return {
         "config": {"batch": scale.attn_batch, "d_model": scale.attn_d_model, "n_heads": scale.attn_heads,
                    "lengths": list(scale.attn_lengths), "attention_dropout": 0.0, "mode": "train (fwd+bwd)"},
         "method": ("AttentionLayer (q/k/v/out projections + core), self-attention on x [B, L, d_model] with "
                    f"requires_grad, out.sum().backward(); median of up to {scale.attn_reps} timed steps "
                    "after one untimed step; "
-                   "'projections' replaces the core by the identity on V; memory = peak RSS (VmHWM, "
-                   "reset through /proc/self/clear_refs) during the first step at L minus the RSS before it, "
-                   "in a fresh process per point after a warm-up at L=32"),
+                   "'projections' replaces the core by the identity on V; peak_tensor_mib = peak of live "
+                   "torch tensor storage during one step (profiler allocation events, above what was "
+                   "live before); peak_growth_mib = peak RSS (VmHWM, reset through /proc/self/clear_refs) "
+                   "during the first step at L minus the RSS before it; a fresh process per point after "
+                   "a warm-up at L=32"),
         "points": {kind: {str(k): v for k, v in pts.items()} for kind, pts in points.items()},
         "exponents": exponents(points),
     }
@@ -68,7 +72,8 @@ def exponents(points: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[st
     """Least-squares log-log slopes of time and memory against L, per kind.
 
     Fitted from L = 384 up when two such points exist: below that, fixed per-call costs flatten the
-    curve and say nothing about how the method scales.
+    curve and say nothing about how the method scales. ``memory`` fits the tensor peak where every
+    point has one, else the RSS growth; ``rss`` always fits the RSS growth.
     """
     out = {}
     for kind, pts in points.items():
@@ -76,9 +81,13 @@ def exponents(points: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[st
         if sum(length >= FIT_FROM for length, _ in good) >= 2:
             good = [(length, p) for length, p in good if length >= FIT_FROM]
         lengths = [float(length) for length, _ in good]
+        rss = log_log_slope(lengths, [max(p["peak_growth_mib"], 1e-3) for _, p in good])
+        tensors = [p.get("peak_tensor_mib") for _, p in good]
         out[kind] = {
             "time": log_log_slope(lengths, [p["time"]["median_s"] for _, p in good]),
-            "memory": log_log_slope(lengths, [max(p["peak_growth_mib"], 1e-3) for _, p in good]),
+            "memory": (log_log_slope(lengths, [max(t, 1e-3) for t in tensors])
+                       if tensors and all(t is not None for t in tensors) else rss),
+            "rss": rss,
             "lengths": [int(x) for x in lengths],
         }
     return out

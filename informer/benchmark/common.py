@@ -159,6 +159,37 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def peak_tensor_mib(step: Callable[[], Any]) -> float | None:
+    """Peak bytes of live torch tensor storage during ``step()`` (MiB, above what was live before).
+
+    CPU torch keeps no allocator statistics, so the profiler records every allocation and free the
+    step makes (kernel workspaces included) and the running sum gives the peak. Unlike RSS this is
+    blind to malloc's caching and fragmentation, so it compares methods at short lengths where a few
+    MiB of heap noise would otherwise decide. None when the profiler's event tree is unavailable.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    try:
+        roots = prof.profiler.kineto_results.experimental_event_tree()
+    except AttributeError:
+        return None
+    sizes: list[tuple[int, int]] = []
+    pending = list(roots)
+    while pending:
+        event = pending.pop()
+        size = getattr(event.extra_fields, "alloc_size", None)
+        if type(event.extra_fields).__name__ == "_ExtraFields_Allocation" and size is not None:
+            sizes.append((event.start_time_ns, size))
+        pending.extend(event.children)
+    live = peak = 0
+    for _, size in sorted(sizes):
+        live += size
+        peak = max(peak, live)
+    return peak / 2**20
+
+
 def log_log_slope(xs: list[float], ys: list[float]) -> float | None:
     """Least-squares slope of log(y) on log(x): the scaling exponent of y in x."""
     import math

@@ -65,19 +65,20 @@ def _attention(sec: dict[str, Any]) -> list[str]:
     kinds = list(pts)
     lengths = sorted({int(k) for p in pts.values() for k in p})
     lines = [f"### Attention layer, forward + backward (batch {cfg['batch']}, d_model {cfg['d_model']}, "
-             f"{cfg['n_heads']} heads): median ms / peak memory growth MiB", ""]
+             f"{cfg['n_heads']} heads): median ms / peak tensor memory MiB (peak RSS growth MiB)", ""]
     rows = []
     for length in lengths:
         row = [str(length)]
         for kind in kinds:
             p = pts[kind].get(str(length), {})
-            row.append(f"{p['time']['median_s'] * 1e3:.1f} / {p['peak_growth_mib']:.0f}" if "time" in p
+            row.append(f"{p['time']['median_s'] * 1e3:.1f} / {_f(p.get('peak_tensor_mib'), '{:.0f}')} "
+                       f"({p['peak_growth_mib']:.0f})" if "time" in p
                        else ("skipped" if "skipped" in p else "failed" if p else "-"))
         rows.append(row)
     lines += _table(["L", *kinds], rows)
     exps = sec.get("exponents", {})
-    lines += ["Fitted exponents (time, memory): " + "; ".join(
-        f"{k} {_f(v.get('time'))}, {_f(v.get('memory'))}" for k, v in exps.items()), ""]
+    lines += ["Fitted exponents (time, tensor memory, RSS): " + "; ".join(
+        f"{k} {_f(v.get('time'))}, {_f(v.get('memory'))}, {_f(v.get('rss'))}" for k, v in exps.items()), ""]
     return lines
 
 

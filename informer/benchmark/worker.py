@@ -6,7 +6,9 @@ and read just after it (where the reset is refused: ``ru_maxrss`` before and aft
 small size first loads the libraries and thread pools, so the difference is the growth the step
 itself causes: activations, gradients, workspace. Large blocks are mmapped by the allocator and handed back
 on free, so the figure tracks what was live at the peak; small blocks kept by malloc can only make it
-an over-estimate. Prints one JSON line.
+an over-estimate. Attention points also record the peak of live tensor storage during one more step,
+from the profiler's allocation events (``peak_tensor_mib``), which malloc's caching cannot blur.
+Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from typing import Any
 
 import torch
 
-from informer.benchmark.common import Scale, current_rss_mib, peak_rss_mib, reset_peak_rss, summary
+from informer.benchmark.common import (
+    Scale,
+    current_rss_mib,
+    peak_rss_mib,
+    peak_tensor_mib,
+    reset_peak_rss,
+    summary,
+)
 from informer.config import ModelConfig
 from informer.model import AttentionCore, AttentionLayer, build_attention
 
@@ -78,7 +87,9 @@ def attention_point(task: dict[str, Any]) -> dict[str, Any]:
         inp.grad = None
         layer.zero_grad(set_to_none=True)
 
-    return _measure(lambda: fwd_bwd(x), task["reps"], task["budget_s"], lambda: fwd_bwd(small))
+    result = _measure(lambda: fwd_bwd(x), task["reps"], task["budget_s"], lambda: fwd_bwd(small))
+    result["peak_tensor_mib"] = peak_tensor_mib(lambda: fwd_bwd(x))
+    return result
 
 
 def train_step_point(task: dict[str, Any]) -> dict[str, Any]:

@@ -62,7 +62,7 @@ class AttentionLayer(nn.Module):
         l_k = keys.shape[1]
         h = self.n_heads
         query_rows = None
-        if torch.is_grad_enabled() and self.inner_attention.selects_query_rows(l_q):
+        if torch.is_grad_enabled() and self.inner_attention.selects_query_rows(l_q, h):
             # ProbSparse ranks every query without gradient and attends with only u of them: project
             # all rows outside autograd and the chosen rows again inside it, so the query projection's
             # backward pass costs u rows per head instead of L_Q (identical gradients).

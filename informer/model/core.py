@@ -11,7 +11,7 @@ The ``[B, L, H, E]`` layout is what a Linear projection followed by ``view`` giv
 input costs a copy; a core may return a strided view (the layer reshapes once).
 
 A core that attends with only a few query rows it picks itself (ProbSparse) says so through
-``selects_query_rows(L_Q)``; the layer then hands it ``q`` without autograd history plus
+``selects_query_rows(L_Q, H)``; the layer then hands it ``q`` without autograd history plus
 ``query_rows(rows)``, which projects just those rows with gradient
 (``rows [B, u, H] -> [B, u, H, E]``; None -> every row).
 """
@@ -39,8 +39,9 @@ class AttentionCore(nn.Module):
         self.output_attention = output_attention
         self.dropout = nn.Dropout(dropout)
 
-    def selects_query_rows(self, l_q: int) -> bool:
-        """True when only a few query rows, chosen by the core, reach the output with a gradient."""
+    def selects_query_rows(self, l_q: int, n_heads: int) -> bool:
+        """True when the core attends with a few query rows of its own choice (per head), few enough
+        that projecting them again with gradient beats keeping every projected query."""
         return False
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

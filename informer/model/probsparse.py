@@ -212,8 +212,11 @@ class ProbAttention(AttentionCore):
         weights = torch.softmax(scores, dim=-1)  # [B, H, u, L_K]
         return torch.einsum("bhus,bshe->buhe", self.dropout(weights), v), weights  # [B, u, H, E]
 
-    def selects_query_rows(self, l_q: int) -> bool:
-        return self.budget(l_q) < l_q
+    def selects_query_rows(self, l_q: int, n_heads: int) -> bool:
+        # The re-projection keeps its input rows, [B, u*H, d_model], for the backward pass; below
+        # u*H = L_Q that is less than the [B, L_Q, d_model] queries it saves (short inputs: not).
+        n_top = self.budget(l_q)
+        return n_top < l_q and n_top * n_heads < l_q
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 query_rows: QueryRows | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
