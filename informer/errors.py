@@ -23,6 +23,10 @@ class DataError(UserError):
     """The CSV or data directory cannot be used as it is."""
 
 
+class TrainingDiverged(UserError):
+    """The loss, the gradients or the validation loss became NaN or infinite during training."""
+
+
 class CheckpointError(UserError):
     """A checkpoint file is missing, unreadable, foreign, corrupt or from an incompatible version."""
 

@@ -5,19 +5,24 @@ Continue a stopped run: ``python scripts/train.py <same overrides> train.resume=
 
 Exit status: 0 when training finished; 2 for bad input (``error: ...``, no traceback); 130 (SIGINT) or
 143 (SIGTERM) when a signal stopped the run after saving ``checkpoints/last.pt`` (the message prints the
-command that resumes it).
+command that resumes it). In a multirun (``-m``) a job whose training diverges (NaN or infinite loss)
+logs the error and scores +inf, so one bad learning rate does not end a sweep or a search.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from informer.config import register_configs
-from informer.errors import report_user_errors
+from informer.errors import TrainingDiverged, report_user_errors
 from informer.training import train
 from informer.training.cli import extra_overrides, hydra_record_writer, interrupted_message
 from informer.training.distributed import cleanup_distributed, hydra_overrides_for_rank, is_main_process
@@ -25,12 +30,19 @@ from informer.training.interrupt import TrainingInterrupted
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 RECORD_DEFERRED = False  # set below: the run writes .hydra/ itself once its inputs are accepted
+log = logging.getLogger("informer.train")
 
 
 @report_user_errors
 def run(cfg: DictConfig) -> float:
     try:
         return train(cfg, before_training=hydra_record_writer(cfg, RECORD_DEFERRED))
+    except TrainingDiverged as exc:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # the sweep goes on: the job's log keeps the reason, the sweeper sees the worst possible score
+        log.error("error: %s\nThis job of the sweep scores +inf; the other jobs go on.", exc)
+        return math.inf
     except TrainingInterrupted as exc:
         if is_main_process():
             print(interrupted_message(exc, sys.argv[0]), file=sys.stderr, flush=True)

@@ -70,6 +70,24 @@ def test_grid_sweep_gives_each_job_its_own_directory_and_tensorboard_run(grid_sw
     assert len({next((j / "tb").glob("events.*")).name for j in jobs}) == 4
 
 
+def test_a_diverging_job_scores_inf_and_the_sweep_goes_on(ett_dir: Path, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    short = {**SHORT, "train.limit_train_batches": 3}
+    args = ["-m", "dataset=ETTh1", *tiny_overrides(ett_dir, **short), "train.learning_rate=1e30,1e-4",
+            f"hydra.sweep.dir={sweep_dir}"]  # job 0 blows up at once
+    result = run_script(TRAIN_SCRIPT, args, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    assert "Traceback" not in result.stderr
+    jobs = _job_dirs(sweep_dir)
+    assert [p.name for p in jobs] == ["0", "1"]
+    assert "training diverged" in (jobs[0] / "train.log").read_text()
+    assert not (jobs[0] / "metrics.json").exists()
+    _assert_job_outputs(jobs[1])  # the job after the diverged one ran to the end
+    rows = {r["job"]: r for r in _read_csv(sweep_dir / sweep.SUMMARY_CSV)}
+    assert rows["0"]["status"] == "diverged" and rows["0"]["best_val_loss"] == ""
+    assert rows["1"]["status"] == "completed"
+
+
 def test_grid_summary_has_one_row_per_job(grid_sweep: Path) -> None:
     rows = _read_csv(grid_sweep / sweep.SUMMARY_CSV)
     assert [r["job"] for r in rows] == ["0", "1", "2", "3"]

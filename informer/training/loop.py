@@ -32,7 +32,7 @@ from tqdm import tqdm
 from informer.checkpoint import non_finite_entries, save_checkpoint
 from informer.config import ModelConfig, TrainAppConfig
 from informer.data import DataBundle
-from informer.errors import UserError
+from informer.errors import TrainingDiverged, UserError
 from informer.training.artifacts import model_payload, training_section
 from informer.training.distributed import DistContext, all_gather_objects, all_reduce_sum, any_process
 from informer.training.evaluate import (
@@ -211,7 +211,7 @@ class Trainer:
         loss_sum, bad, stopping = all_reduce_sum(stats).tolist()
         if bad > 0:
             what = "loss" if not math.isfinite(loss_sum) else "gradients"
-            raise UserError(
+            raise TrainingDiverged(
                 f"training diverged at epoch {st.epoch + 1}, step {st.step_in_epoch + 1} (global step "
                 f"{st.global_step + 1}): the {what} became NaN or infinite. Likely causes: a learning rate "
                 f"too high (train.learning_rate={p.app.train.learning_rate}, now {self.lr:.3g}), NaN or "
@@ -236,7 +236,7 @@ class Trainer:
                                  on_batch=lambda: self.kill_hook("validation", epoch))
         loss = validation_loss(metrics, tr.loss)
         if not math.isfinite(loss):
-            raise UserError(
+            raise TrainingDiverged(
                 f"the validation loss of epoch {epoch} is {loss}: the model produces NaN or infinite "
                 "forecasts; lower train.learning_rate or check the data for extreme values; "
                 f"{self._last_good()}"

@@ -48,7 +48,7 @@ class JobRow:
     directory: Path
     job: int | None = None
     overrides: list[str] = field(default_factory=list)
-    status: str = "incomplete"  # completed | failed | incomplete (running, killed, or never reported)
+    status: str = "incomplete"  # completed | diverged | failed | incomplete (running, killed, never reported)
     best_val_loss: float | None = None
     test_mse: float | None = None
     test_mae: float | None = None
@@ -106,7 +106,7 @@ def read_job(job_dir: Path) -> JobRow:
     row.overrides = [str(item) for item in overrides] if isinstance(overrides, list) else []
     record = _read_json(job_dir / JOB_RECORD) or {}
     metrics = _read_json(job_dir / "metrics.json")
-    if record.get("status") in ("completed", "failed"):
+    if record.get("status") in ("completed", "diverged", "failed"):
         row.status = record["status"]
         row.error = record.get("error")
     elif metrics is not None:
@@ -246,6 +246,10 @@ def _job_record(job_return: Any) -> dict[str, Any]:
                               "overrides": list(job_return.overrides or [])}
     if isinstance(value, BaseException):
         record["error"] = f"{type(value).__name__}: {value}"
+    elif record["status"] == "completed" and isinstance(value, float) and value == math.inf:
+        # scripts/train.py scores a diverged multirun job +inf so that the sweep goes on
+        record["status"] = "diverged"
+        record["error"] = "training diverged (NaN or infinite loss); the reason is in the job's log"
     else:
         record["return_value"] = _number(value)
     return record
