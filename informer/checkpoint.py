@@ -22,7 +22,6 @@ import os
 import pickle
 import struct
 import tempfile
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ FORMAT_VERSION = 1
 MIN_SAFE_TORCH = (2, 10)
 TMP_PREFIX = ".tmp-"
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's (zip) format starts with a local file header
-_PICKLE_MAGIC = b"\x80"  # pickle protocol >= 2: torch's legacy format, or a bare pickle (refused below)
+_PICKLE_MAGIC = b"\x80"  # pickle protocol >= 2: torch's legacy format, or a bare pickle (both refused)
 
 
 def _torch_version() -> tuple[int, int]:
@@ -141,19 +140,22 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise CheckpointError(f"checkpoint {path} cannot be read: {exc.strerror}") from None
     if not raw:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); it was probably cut off while copying")
+    if raw.startswith(_PICKLE_MAGIC):
+        # a bare pickle or torch's pre-1.6 format: informer has only ever saved zip archives
+        raise CheckpointError(
+            f"checkpoint {path} was refused by the safe loader: it is a bare pickle (or torch's legacy "
+            "pre-1.6 format), not the zip archive that torch.save writes for informer checkpoints; "
+            "nothing in it was unpickled. Pass a best.pt or last.pt from training"
+        )
     if raw.startswith(_ZIP_MAGIC):
         _check_archive(raw, path)
-    elif not raw.startswith(_PICKLE_MAGIC):  # neither torch.save's zip nor its legacy pickle format
+    else:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated, or not a checkpoint at all: it is not a file "
             f"written by torch.save (it starts with {raw[:8]!r}); pass a best.pt or last.pt from training"
         )
     try:
-        with warnings.catch_warnings():
-            # A legacy (non-zip) pickle makes torch warn that weights_only=False "might" succeed; the
-            # file is refused either way, and that advice must not reach the user.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            payload = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
+        payload = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = _unpickler_reason(str(exc))
         raise CheckpointError(
