@@ -267,11 +267,16 @@ def as_dict(obj: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- subprocess
-def run_worker(task: dict[str, Any], threads: int, timeout_s: float) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter (clean peak RSS); returns its JSON or an error entry."""
-    path = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+def run_json_command(cmd: list[str], threads: int, timeout_s: float) -> dict[str, Any]:
+    """Run ``cmd`` (a Python measurement printing one JSON line) with ``threads`` OpenMP/MKL threads.
+
+    Returns the last JSON line it printed, or ``{"error": ...}`` when it timed out, failed or printed
+    none. Distributed variables of a calling job are removed: the child is its own run.
+    """
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": path}
-    cmd = [sys.executable, "-m", "informer.benchmark.worker", json.dumps({**task, "threads": threads})]
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=REPO_ROOT)
     except subprocess.TimeoutExpired:
@@ -282,3 +287,9 @@ def run_worker(task: dict[str, Any], threads: int, timeout_s: float) -> dict[str
         reason = "killed (out of memory?)" if proc.returncode in (-9, 137) else " | ".join(tail)[:400]
         return {"error": f"exit {proc.returncode}: {reason}"}
     return json.loads(lines[-1])
+
+
+def run_worker(task: dict[str, Any], threads: int, timeout_s: float) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter (clean peak RSS); returns its JSON or an error entry."""
+    cmd = [sys.executable, "-m", "informer.benchmark.worker", json.dumps({**task, "threads": threads})]
+    return run_json_command(cmd, threads, timeout_s)

@@ -30,13 +30,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from informer.benchmark.common import run_json_command
+
 GLOBAL_BATCH = 32
 # quick: a toy model that still runs every layer; full: the paper's layer counts at half its width
 QUICK_MODEL = {"d_model": 32, "n_heads": 4, "d_ff": 64, "e_layers": 2, "d_layers": 1}
@@ -112,23 +111,12 @@ def _worker(task: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------------ driver
 def _launch(processes: int, threads: int, task: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)  # called from inside a distributed job: these runs are their own
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
            "-m", "informer.benchmark.ddp_scaling", "--worker", json.dumps({**task, "threads": threads})]
     started = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=REPO_ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout_s:.0f} s"}
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        return {"error": f"exit {proc.returncode}: {tail[:400]}"}
-    result = json.loads(lines[-1])
-    result["launch_seconds"] = time.perf_counter() - started  # includes start-up, for the record
+    result = run_json_command(cmd, threads, timeout_s)
+    if "error" not in result:
+        result["launch_seconds"] = time.perf_counter() - started  # includes start-up, for the record
     return result
 
 
