@@ -13,10 +13,10 @@ from typing import Any
 
 from informer.benchmark.common import Scale, log_log_slope, run_worker
 
-KINDS = ("prob", "full", "favor", "projections")
+KINDS = ("prob", "full", "favor", "projections", "values_only")
 FIT_FROM = 384
 # expected growth exponents, only to decide what to skip
-GROWTH = {"prob": 1.3, "full": 2.0, "favor": 1.2, "projections": 1.1}
+GROWTH = {"prob": 1.3, "full": 2.0, "favor": 1.2, "projections": 1.1, "values_only": 1.1}
 
 
 def run(scale: Scale, threads: int, log: Any = print) -> dict[str, Any]:
@@ -54,7 +54,9 @@ def run(scale: Scale, threads: int, log: Any = print) -> dict[str, Any]:
         "method": ("AttentionLayer (q/k/v/out projections + core), self-attention on x [B, L, d_model] with "
                    f"requires_grad, out.sum().backward(); median of up to {scale.attn_reps} timed steps "
                    "after one untimed step; "
-                   "'projections' replaces the core by the identity on V; peak_tensor_mib = peak of live "
+                   "'projections' replaces the core by q + k + v (all four projections trained, no "
+                   "attention), 'values_only' by the identity on V (Q and K projections get no gradient); "
+                   "peak_tensor_mib = peak of live "
                    "torch tensor storage during one step (profiler allocation events, above what was "
                    "live before); peak_growth_mib = peak RSS (VmHWM, reset through /proc/self/clear_refs) "
                    "during the first step at L minus the RSS before it; a fresh process per point after "

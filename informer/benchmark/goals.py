@@ -51,21 +51,26 @@ def compute(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             r = _ratio(_median(prob.get(at)), _median(proj.get(at)))
             goals[f"prob_vs_projections_at_{at}"] = _goal(
                 r, "<= 1.3", None if r is None else r <= 1.3,
-                f"ProbSparse layer time / projections-only layer time at L={at}")
+                f"ProbSparse layer time / projections-only layer time at L={at} (core replaced by "
+                "q + k + v, so all four projections run forward and backward)")
         from_384 = [_ratio(_median(prob.get(k)), _median(full.get(k))) for k in prob if int(k) >= 384]
         from_384 = [r for r in from_384 if r is not None]
         if from_384:
             worst = max(from_384)
             goals["prob_vs_sdpa_worst_from_384"] = _goal(
                 worst, "<= 1.0", worst <= 1.0, "largest ProbSparse / SDPA time ratio over L >= 384")
-        for name, key, what in (("prob_vs_sdpa_memory_worst", "peak_tensor_mib", "peak tensor memory"),
-                                ("prob_vs_sdpa_rss_worst", "peak_growth_mib", "peak RSS growth")):
+        # the goal reads the allocator-level figure; RSS is reported beside it, as information only:
+        # at short L malloc's caching moves it by several MiB between runs of the same layer
+        for name, key, what, is_goal in (
+                ("prob_vs_sdpa_memory_worst", "peak_tensor_mib", "peak tensor memory", True),
+                ("prob_vs_sdpa_rss_worst", "peak_growth_mib", "peak RSS growth", False)):
             mem = {k: _ratio(_memory(prob.get(k), key), _memory(full.get(k), key)) for k in prob}
             mem = {k: r for k, r in mem.items() if r is not None}
             if mem:
                 worst_at = max(mem, key=lambda k: mem[k])
+                worst = mem[worst_at]
                 goals[name] = _goal(
-                    mem[worst_at], "<= 1.0", mem[worst_at] <= 1.0,
+                    worst, "<= 1.0" if is_goal else "information", (worst <= 1.0) if is_goal else None,
                     f"largest ProbSparse / SDPA {what} ratio over every L measured (at L={worst_at})")
         exps = results["attention_scaling"].get("exponents", {}).get("favor", {})
         for what in ("time", "memory"):

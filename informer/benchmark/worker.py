@@ -33,19 +33,39 @@ from informer.config import ModelConfig
 from informer.model import AttentionCore, AttentionLayer, build_attention
 
 
+class ProjectionsOnly(AttentionCore):
+    """The 'projections' baseline: the attention core replaced by ``q + k + v`` (self-attention).
+
+    An elementwise sum costs next to nothing, yet keeps all four projections in the graph, so their
+    backward passes run exactly as in a real attention layer: what is left is the cost of the layer
+    without its core.
+    """
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                query_rows: Any = None) -> tuple[torch.Tensor, None]:
+        return q + k + v, None  # [B, L, H, E]
+
+
 class ValuesOnly(AttentionCore):
-    """The 'projections only' baseline: the attention core replaced by the identity on V."""
+    """The 'values_only' reference: the core replaced by the identity on V.
+
+    Q and K then never reach the output, so autograd skips their projections' backward passes: a
+    floor lower than any layer that uses its queries and keys, kept in the table for comparison.
+    """
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 query_rows: Any = None) -> tuple[torch.Tensor, None]:
         return v, None  # [B, L, H, E]
 
 
+BASELINES = {"projections": ProjectionsOnly, "values_only": ValuesOnly}
+
+
 def attention_layer(kind: str, d_model: int, n_heads: int) -> AttentionLayer:
     # attention dropout off: SDPA then runs its fused CPU kernel (memory linear in L), the strongest
     # baseline; with dropout on it falls back to the explicit L x L path
     cfg = ModelConfig(d_model=d_model, n_heads=n_heads, dropout=0.0)
-    core = ValuesOnly() if kind == "projections" else build_attention(kind, cfg, causal=False)
+    core = BASELINES[kind]() if kind in BASELINES else build_attention(kind, cfg, causal=False)
     return AttentionLayer(core, d_model, n_heads).train()
 
 
