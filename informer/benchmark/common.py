@@ -287,10 +287,9 @@ def run_json_command(cmd: list[str], threads: int, timeout_s: float) -> dict[str
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         return {"error": f"timed out after {timeout_s:.0f} s"}
-    proc = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        tail = (stderr or stdout).strip().splitlines()[-3:]
         reason = "killed (out of memory?)" if proc.returncode in (-9, 137) else " | ".join(tail)[:400]
         return {"error": f"exit {proc.returncode}: {reason}"}
     return json.loads(lines[-1])
