@@ -218,6 +218,20 @@ def test_prob_applies_attention_dropout_to_active_queries() -> None:
     assert not torch.allclose(train_out, eval_out)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("make", [lambda c: FullAttention(c, dropout=0.3),
+                                  lambda c: ProbAttention(c, factor=100, dropout=0.3)])
+def test_attention_dropout_in_training_is_unbiased(make, causal: bool) -> None:
+    core = make(causal)
+    q, k, v = qkv(9, 9, b=1, h=2, e=4)
+    expected, _ = core.eval()(q, k, v)
+    core.train()
+    torch.manual_seed(0)
+    draws = torch.stack([core(q, k, v)[0] for _ in range(4000)])  # dropout differs between draws
+    assert not torch.equal(draws[0], draws[1])
+    torch.testing.assert_close(draws.mean(0), expected, atol=0.03, rtol=0)
+
+
 @pytest.mark.parametrize("length", [1, 2, 3])
 def test_prob_tiny_lengths(length: int) -> None:
     for causal in (False, True):

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from informer.model.dropout import Dropout
 from informer.model.masking import future_mask
 
 QueryRows = Callable[[torch.Tensor | None], torch.Tensor]
@@ -37,7 +38,13 @@ class AttentionCore(nn.Module):
         super().__init__()
         self.causal = causal
         self.output_attention = output_attention
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
+
+    def explicit_weights(self, device: torch.device) -> bool:
+        """Whether to materialise the softmax weights: when they are returned, and for dropout in training
+        on CPU, where ``scaled_dot_product_attention`` runs its unfused math path anyway (weights
+        materialised, mask from ``bernoulli_``); the explicit path is that work with the cheaper mask."""
+        return self.output_attention or (self.training and self.dropout.p > 0 and device.type == "cpu")
 
     def selects_query_rows(self, l_q: int, n_heads: int) -> bool:
         """True when the core attends with a few query rows of its own choice (per head), few enough
@@ -69,13 +76,15 @@ class FullAttention(AttentionCore):
 
     Without weights requested it runs ``scaled_dot_product_attention`` (fused kernels, memory linear in
     L); causal masking uses ``is_causal=True`` rather than a mask tensor so the fused kernels stay
-    eligible. With ``output_attention`` it takes the explicit path, which is numerically the same.
+    eligible. With ``output_attention``, and for dropout in training on CPU (:meth:`explicit_weights`),
+    it takes the explicit path, which is numerically the same.
     """
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 query_rows: QueryRows | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.output_attention:
-            return explicit_softmax_attention(q, k, v, self.causal, self.dropout)
+        if self.explicit_weights(q.device):
+            out, weights = explicit_softmax_attention(q, k, v, self.causal, self.dropout)
+            return out, (weights if self.output_attention else None)
         p = self.dropout.p if self.training else 0.0
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),  # [B, H, L, E] views

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from informer.model.attention import AttentionLayer
+from informer.model.dropout import Dropout
 from informer.model.encoder import FeedForward
 
 
@@ -26,7 +27,7 @@ class DecoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, cross: torch.Tensor, keep_last: int | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:

@@ -15,6 +15,7 @@ from torch import nn
 
 from informer.config import ModelConfig
 from informer.data.timefeatures import CALENDAR_COLUMNS, CALENDAR_SIZES, is_sub_hourly, time_feature_dim
+from informer.model.dropout import Dropout
 
 
 def sinusoid_table(n_positions: int, d_model: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -115,7 +116,7 @@ class DataEmbedding(nn.Module):
             self.temporal_embedding = CalendarEmbedding(cfg.d_model, cfg.freq, learned=cfg.embed == "learned")
         else:
             raise ValueError(f"model.embed must be one of ['timeF', 'fixed', 'learned'], got {cfg.embed!r}")
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:
         out = self.value_embedding(x) + self.position_embedding(x.shape[1]) + self.temporal_embedding(x_mark)

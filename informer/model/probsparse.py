@@ -253,8 +253,9 @@ class ProbAttention(AttentionCore):
             else:
                 q_top = query_rows(top)  # [B, u, H, E], projected again with gradient
             positions = top.transpose(1, 2)  # [B, H, u]: where each active query sits
-        if self.output_attention:
+        if self.explicit_weights(q.device):
             active, weights = self._explicit(q_top, k, v, positions)
+            weights = weights if self.output_attention else None
         else:
             active, weights = self._fused(q_top, k, v, positions), None  # [B, u, H, E]
         if top is None:
