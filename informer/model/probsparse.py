@@ -214,7 +214,8 @@ class ProbAttention(AttentionCore):
 
     def _explicit(self, q_top: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same attention with its weights materialised (for ``output_attention``)."""
+        """The same attention with its weights materialised (for ``output_attention``, and for dropout in
+        training on CPU: see :meth:`explicit_weights`)."""
         l_k = k.shape[1]
         scores = torch.einsum("buhe,bshe->bhus", q_top, k) / math.sqrt(q_top.shape[-1])  # [B, H, u, L_K]
         if self.causal:
