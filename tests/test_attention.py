@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from informer.model import AttentionLayer, FavorAttention, FullAttention, ProbAttention
-from informer.model.probsparse import _sampled_scores_gather, sampled_scores
+from informer.model.probsparse import _sampled_scores_gather, cumulative_mean, sampled_scores
 
 
 def qkv(l_q: int, l_k: int, b: int = 2, h: int = 3, e: int = 8, scale: float = 1.0, seed: int = 0):
@@ -103,6 +103,18 @@ def test_prob_lazy_queries_get_mean_of_values() -> None:
             lazy = v.mean(1, keepdim=True).expand_as(out)
         matches = torch.isclose(out, lazy, atol=1e-6).all(-1)  # [B, L, H]
         assert int((~matches).sum(1).max()) <= prob.budget(48)  # at most u rows differ per head
+
+
+@pytest.mark.parametrize("length", [1, 7, 128, 129, 300])  # one averaging product, then blocks
+def test_cumulative_mean_equals_cumsum_over_steps(length: int) -> None:
+    x = torch.randn(2, length, 5, dtype=torch.float64, requires_grad=True)
+    out = cumulative_mean(x)
+    expected = x.cumsum(1) / torch.arange(1, length + 1, dtype=torch.float64).view(1, -1, 1)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    (x_grad,) = torch.autograd.grad(out, x, grad)
+    (x_grad_expected,) = torch.autograd.grad(expected, x, grad)
+    torch.testing.assert_close(x_grad, x_grad_expected)
 
 
 def test_prob_output_attention_rows_are_distributions() -> None:

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from informer.config import ModelConfig
 from informer.data.timefeatures import time_feature_dim, time_features
@@ -24,6 +25,20 @@ from informer.model.embedding import (
 def test_token_embedding_keeps_length(length: int) -> None:
     out = TokenEmbedding(c_in=3, d_model=8)(torch.randn(2, length, 3))
     assert out.shape == (2, length, 8)
+
+
+@pytest.mark.parametrize("length", [1, 2, 17])
+def test_token_embedding_is_the_circular_convolution(length: int) -> None:
+    emb = TokenEmbedding(c_in=5, d_model=8)
+    x = torch.randn(2, length, 5, requires_grad=True)
+    out = emb(x)
+    padded = F.pad(x.transpose(1, 2), (1, 1), mode="circular")
+    expected = F.conv1d(padded, emb.conv.weight, emb.conv.bias).transpose(1, 2)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    (w_grad,) = torch.autograd.grad(out, emb.conv.weight, grad, retain_graph=True)
+    (w_grad_expected,) = torch.autograd.grad(expected, emb.conv.weight, grad)
+    torch.testing.assert_close(w_grad, w_grad_expected)
 
 
 def test_token_embedding_is_circular() -> None:

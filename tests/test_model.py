@@ -8,6 +8,7 @@ import itertools
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from informer.config import ModelConfig
@@ -52,6 +53,38 @@ def test_output_shape(name: str, attn: str, embed: str, distil: bool, freq: str)
 @pytest.mark.parametrize(("length", "halved"), [(96, 48), (48, 24), (25, 13), (7, 4), (2, 1), (1, 1)])
 def test_distilling_halves_length_rounding_up(length: int, halved: int) -> None:
     assert DistilLayer(8)(torch.randn(2, length, 8)).shape == (2, halved, 8)
+
+
+def _distil_reference(layer: DistilLayer, x: torch.Tensor) -> torch.Tensor:
+    """The paper's distilling step written with the 1-D ops on a [B, d_model, L] tensor."""
+    y = F.pad(x.transpose(1, 2), (1, 1), mode="circular")
+    y = F.conv1d(y, layer.conv.weight, layer.conv.bias)
+    norm = layer.norm
+    y = F.batch_norm(y, norm.running_mean, norm.running_var, norm.weight, norm.bias, norm.training,
+                     norm.momentum, norm.eps)
+    return F.max_pool1d(F.elu(y), kernel_size=3, stride=2, padding=1).transpose(1, 2)
+
+
+@pytest.mark.parametrize("length", [96, 25, 2, 1])
+def test_distilling_equals_the_one_dimensional_ops(length: int) -> None:
+    torch.manual_seed(0)
+    layer = DistilLayer(8)
+    reference = DistilLayer(8)
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(3, length, 8, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    for training in (True, False):  # training also updates the running statistics used in eval
+        layer.train(training)
+        reference.train(training)
+        out, expected = layer(x), _distil_reference(reference, x_ref)
+        torch.testing.assert_close(out, expected)
+        assert out.is_contiguous()  # [B, L, d_model] memory order for the next attention layer
+    torch.testing.assert_close(layer.norm.running_var, reference.norm.running_var)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    torch.testing.assert_close(layer.conv.weight.grad, reference.conv.weight.grad)
 
 
 def test_encoder_output_lengths() -> None:

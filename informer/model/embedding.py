@@ -29,8 +29,18 @@ def sinusoid_table(n_positions: int, d_model: int, device: torch.device | str | 
     return table
 
 
+def pad_time_circularly(x: torch.Tensor) -> torch.Tensor:
+    """``[B, L, C] -> [B, L + 2, C]``: the last step before the first, the first after the last."""
+    return torch.cat([x[:, -1:], x, x[:, :1]], dim=1)
+
+
 class TokenEmbedding(nn.Module):
-    """Conv1d over time (kernel 3) with explicit circular padding, so the length is kept on every torch."""
+    """Conv1d over time (kernel 3, circular padding): ``[B, L, C] -> [B, L, d_model]``.
+
+    Computed as one matrix product of each step's three-step window with the flattened kernel, which
+    is the same sum as the convolution but leaves the output in ``[B, L, d_model]`` memory order; a
+    convolution's ``[B, d_model, L]`` output would make every projection of the first layer copy it.
+    """
 
     def __init__(self, c_in: int, d_model: int) -> None:
         super().__init__()
@@ -38,8 +48,10 @@ class TokenEmbedding(nn.Module):
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="leaky_relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x.transpose(1, 2), (1, 1), mode="circular")  # [B, C, L + 2]
-        return self.conv(x).transpose(1, 2)  # [B, L, d_model]
+        b, length, c_in = x.shape
+        windows = pad_time_circularly(x).unfold(1, 3, 1)  # [B, L, C, 3]: steps t-1, t, t+1
+        kernel = self.conv.weight.reshape(self.conv.out_channels, c_in * 3)  # same (C, 3) order
+        return F.linear(windows.reshape(b, length, c_in * 3), kernel, self.conv.bias)  # [B, L, d_model]
 
 
 class PositionalEmbedding(nn.Module):

@@ -14,6 +14,7 @@ from torch import nn
 
 from informer.model.attention import AttentionLayer
 from informer.model.dropout import Dropout
+from informer.model.embedding import pad_time_circularly
 
 Attentions = list[torch.Tensor | None]
 
@@ -52,20 +53,26 @@ class EncoderLayer(nn.Module):
 
 
 class DistilLayer(nn.Module):
-    """Self-attention distilling: ``[B, L, d_model] -> [B, ceil(L / 2), d_model]``."""
+    """Self-attention distilling: ``[B, L, d_model] -> [B, ceil(L / 2), d_model]``.
+
+    The length-3 convolution and the pool run as their 2-D forms on a ``[B, d_model, 1, L]`` view in
+    channels-last memory order, which is the ``[B, L, d_model]`` layout the attention layers use: no
+    transposed copies on the way in or out, and the pool reduces contiguous channel vectors. The
+    parameters are still those of ``Conv1d`` and ``BatchNorm1d`` (same state dict).
+    """
 
     def __init__(self, d_model: int) -> None:
         super().__init__()
-        # explicit circular padding + padding=0 keeps the length on every torch version
-        self.conv = nn.Conv1d(d_model, d_model, kernel_size=3, padding=0)
-        self.norm = nn.BatchNorm1d(d_model)
+        self.conv = nn.Conv1d(d_model, d_model, kernel_size=3, padding=0)  # circular padding is explicit
+        self.norm = nn.BatchNorm2d(d_model)  # state dict identical to BatchNorm1d's
         self.activation = nn.ELU()
-        self.pool = nn.MaxPool1d(kernel_size=3, stride=2, padding=1)
+        self.pool = nn.MaxPool2d(kernel_size=(1, 3), stride=(1, 2), padding=(0, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.pad(x.transpose(1, 2), (1, 1), mode="circular")  # [B, d_model, L + 2]
-        y = self.activation(self.norm(self.conv(y)))  # [B, d_model, L]
-        return self.pool(y).transpose(1, 2)  # [B, ceil(L / 2), d_model]
+        y = pad_time_circularly(x).transpose(1, 2).unsqueeze(2)  # [B, d_model, 1, L + 2], channels-last
+        y = F.conv2d(y, self.conv.weight.unsqueeze(2), self.conv.bias)  # [B, d_model, 1, L]
+        y = self.pool(self.activation(self.norm(y)))  # [B, d_model, 1, ceil(L / 2)]
+        return y.squeeze(2).transpose(1, 2)  # [B, ceil(L / 2), d_model]
 
 
 class Encoder(nn.Module):
