@@ -31,7 +31,24 @@ def sinusoid_table(n_positions: int, d_model: int, device: torch.device | str | 
 
 def pad_time_circularly(x: torch.Tensor) -> torch.Tensor:
     """``[B, L, C] -> [B, L + 2, C]``: the last step before the first, the first after the last."""
-    return torch.cat([x[:, -1:], x, x[:, :1]], dim=1)
+    return _CircularTimePad.apply(x)
+
+
+class _CircularTimePad(torch.autograd.Function):
+    """Autograd of ``cat([x[:, -1:], x, x[:, :1]])`` would zero-fill and add two full-size gradients,
+    one per edge slice; here the edge rows' gradients are added to a single copy of the middle."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.cat([x[:, -1:], x, x[:, :1]], dim=1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad_x = grad[:, 1:-1].clone()
+        grad_x[:, -1] += grad[:, 0]
+        grad_x[:, 0] += grad[:, -1]
+        return grad_x
 
 
 class TokenEmbedding(nn.Module):

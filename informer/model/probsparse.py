@@ -285,7 +285,7 @@ class ProbAttention(AttentionCore):
 
         index = top.unsqueeze(-1).expand(-1, -1, -1, e)  # [B, u, H, E]
         if self.causal:
-            out = self._lazy_context(v, l_q).scatter(1, index, active)  # [B, L_Q, H, E]
+            out = self._lazy_context(v, l_q).scatter_(1, index, active)  # [B, L_Q, H, E], a fresh tensor
         else:
             out = _MeanOutsideActiveRows.apply(v, active, index, l_q)  # [B, L_Q, H, E]
         if weights is None:
