@@ -22,9 +22,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from informer.config import register_configs
-from informer.errors import TrainingDiverged, report_user_errors
+from informer.errors import TrainingDiverged, UserError, report_user_errors
 from informer.training import train
-from informer.training.cli import extra_overrides, hydra_record_writer, interrupted_message
+from informer.training.cli import (
+    discard_run_dir,
+    extra_overrides,
+    fresh_run_dir,
+    hydra_record_writer,
+    interrupted_message,
+)
 from informer.training.distributed import cleanup_distributed, hydra_overrides_for_rank, is_main_process
 from informer.training.interrupt import TrainingInterrupted
 
@@ -35,8 +41,13 @@ log = logging.getLogger("informer.train")
 
 @report_user_errors
 def run(cfg: DictConfig) -> float:
+    fresh = fresh_run_dir()
     try:
         return train(cfg, before_training=hydra_record_writer(cfg, RECORD_DEFERRED))
+    except UserError:
+        if fresh is not None:
+            discard_run_dir(fresh)  # a refused command leaves no empty run folder behind
+        raise
     except TrainingDiverged as exc:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise

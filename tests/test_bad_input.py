@@ -205,6 +205,18 @@ def test_hydra_errors_print_no_traceback_by_default() -> None:
     assert "HYDRA_FULL_ERROR" not in _env()
 
 
+def test_refused_command_leaves_no_empty_run_folder(ett_dir: Path, tmp_path: Path) -> None:
+    cwd, out = tmp_path / "cwd", tmp_path / "new" / "run"
+    cwd.mkdir()
+    args = [*_train()(tmp_path), f"paths.data_dir={ett_dir}", f"hydra.run.dir={out}", "model.attn=sparse"]
+    proc = subprocess.run([sys.executable, str(TRAIN_SCRIPT), *args], cwd=cwd, env=_env(),
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "model.attn" in proc.stderr
+    assert not out.exists()  # Hydra made it for this command; the refusal removes it again
+    assert list(cwd.iterdir()) == []
+
+
 def test_successful_run_writes_only_into_its_run_directory(ett_dir: Path, tmp_path: Path) -> None:
     cwd, out = tmp_path / "cwd", tmp_path / "elsewhere" / "run"
     cwd.mkdir()

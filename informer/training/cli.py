@@ -79,6 +79,40 @@ def save_hydra_record(cfg: DictConfig, run_dir: Path) -> None:
         os.replace(tmp, target / name)
 
 
+def fresh_run_dir() -> Path | None:
+    """The single run's directory if Hydra made it for this command: nothing in it but an empty log.
+
+    Called at task start; a command refused for bad input then removes it again with
+    :func:`discard_run_dir` instead of leaving an empty run folder behind.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN or os.environ.get("RANK", "0") != "0":
+        return None  # a sweep lists failed jobs by their folders; other ranks share rank 0's folder
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if len(entries) == 1 and entries[0].suffix == ".log" and entries[0].stat().st_size == 0:
+        return run_dir
+    return None
+
+
+def discard_run_dir(run_dir: Path) -> None:
+    """Remove a run directory made by :func:`fresh_run_dir`'s command if it still holds only its log."""
+    import logging
+
+    entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if len(entries) != 1 or entries[0].suffix != ".log":
+        return  # something else was written after all: keep everything
+    for handler in list(logging.getLogger().handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    entries[0].unlink()
+    run_dir.rmdir()
+
+
 def hydra_record_writer(cfg: DictConfig, deferred: bool) -> Callable[[Path], None] | None:
     """What train() should call before its first write (None: nothing to do)."""
     if not deferred:
