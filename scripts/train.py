@@ -44,16 +44,16 @@ def run(cfg: DictConfig) -> float:
     fresh = fresh_run_dir()
     try:
         return train(cfg, before_training=hydra_record_writer(cfg, RECORD_DEFERRED))
-    except UserError:
-        if fresh is not None:
-            discard_run_dir(fresh)  # a refused command leaves no empty run folder behind
-        raise
-    except TrainingDiverged as exc:
+    except TrainingDiverged as exc:  # a UserError, handled first
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
         # the sweep goes on: the job's log keeps the reason, the sweeper sees the worst possible score
         log.error("error: %s\nThis job of the sweep scores +inf; the other jobs go on.", exc)
         return math.inf
+    except UserError:
+        if fresh is not None:
+            discard_run_dir(fresh)  # a refused command leaves no empty run folder behind
+        raise
     except TrainingInterrupted as exc:
         if is_main_process():
             print(interrupted_message(exc, sys.argv[0]), file=sys.stderr, flush=True)
