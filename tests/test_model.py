@@ -55,6 +55,15 @@ def test_distilling_halves_length_rounding_up(length: int, halved: int) -> None:
     assert DistilLayer(8)(torch.randn(2, length, 8)).shape == (2, halved, 8)
 
 
+def test_distilling_state_dict_matches_the_one_dimensional_modules() -> None:
+    # checkpoints written when the layer held Conv1d + BatchNorm1d must load unchanged
+    old = torch.nn.ModuleDict({"conv": torch.nn.Conv1d(8, 8, 3), "norm": torch.nn.BatchNorm1d(8)})
+    new = DistilLayer(8)
+    shapes = {k: v.shape for k, v in old.state_dict().items()}
+    assert {k: v.shape for k, v in new.state_dict().items()} == shapes
+    new.load_state_dict(old.state_dict())
+
+
 def _distil_reference(layer: DistilLayer, x: torch.Tensor) -> torch.Tensor:
     """The paper's distilling step written with the 1-D ops on a [B, d_model, L] tensor."""
     y = F.pad(x.transpose(1, 2), (1, 1), mode="circular")
