@@ -135,3 +135,20 @@ def test_recorder_sees_forward_and_backward_products_and_replays_them() -> None:
     replay = Replay(calls)
     assert replay.count(("gemm", "conv")) == len(calls)
     assert replay.time_once() > 0
+
+
+def test_shared_projection_gradients_are_products_the_limit_and_flop_count_see() -> None:
+    """The Q/K/V input gradient is accumulated with in-place ``addmm_``: it must be counted as a GEMM."""
+    from informer.benchmark.train_step import count_flops
+    from informer.model.projection import project_shared
+
+    linears = [nn.Linear(8, 8) for _ in range(3)]
+    x = torch.randn(4, 8, requires_grad=True)
+
+    def step() -> None:
+        sum(out.sum() for out in project_shared(x, linears)).backward()
+
+    counts = op_counts(record_step(step))
+    assert counts.get("addmm_", 0) == 2  # the second and third input gradients
+    # forward 3 x (4x8 @ 8x8), backward 3 input + 3 weight gradients: 9 products of 2*4*8*8 FLOPs
+    assert count_flops(step) == 9 * 2 * 4 * 8 * 8

@@ -23,8 +23,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 aten = torch.ops.aten
-GEMM_OPS = {aten.mm.default: "mm", aten.addmm.default: "addmm", aten.bmm.default: "bmm",
-            aten.baddbmm.default: "baddbmm"}
+GEMM_OPS = {aten.mm.default: "mm", aten.addmm.default: "addmm", aten.addmm_.default: "addmm_",
+            aten.bmm.default: "bmm", aten.baddbmm.default: "baddbmm"}
 CONV_OPS = {aten.convolution.default: "convolution",
             aten.convolution_backward.default: "convolution_backward"}
 ATTENTION_OPS = {

@@ -14,7 +14,7 @@ from torch import nn
 
 from informer.model.attention import AttentionLayer
 from informer.model.dropout import Dropout
-from informer.model.encoder import FeedForward
+from informer.model.feedforward import FeedForward
 
 
 class DecoderLayer(nn.Module):
@@ -31,12 +31,12 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, cross: torch.Tensor, keep_last: int | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        attended, self_weights = self.self_attention(x, x, x)  # [B, L_D, d_model]
-        x = self.norm1(x + self.dropout(attended))
+        attended, self_weights = self.self_attention(x, x, x, output_dropout=self.dropout)  # [B, L_D, d]
+        x = self.norm1(x + attended)
         if keep_last is not None:
             x = x[:, -keep_last:]  # [B, keep_last, d_model]
-        attended, cross_weights = self.cross_attention(x, cross, cross)
-        x = self.norm2(x + self.dropout(attended))
+        attended, cross_weights = self.cross_attention(x, cross, cross, output_dropout=self.dropout)
+        x = self.norm2(x + attended)
         return self.norm3(x + self.feed_forward(x)), self_weights, cross_weights
 
 

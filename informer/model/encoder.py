@@ -15,23 +15,9 @@ from torch import nn
 from informer.model.attention import AttentionLayer
 from informer.model.dropout import Dropout
 from informer.model.embedding import pad_time_circularly
+from informer.model.feedforward import FeedForward
 
 Attentions = list[torch.Tensor | None]
-
-
-class FeedForward(nn.Module):
-    """Position-wise feed-forward (the official two 1x1 convolutions, as the equivalent Linear layers)."""
-
-    def __init__(self, d_model: int, d_ff: int, dropout: float, activation: str) -> None:
-        super().__init__()
-        self.linear1 = nn.Linear(d_model, d_ff)
-        self.linear2 = nn.Linear(d_ff, d_model)
-        self.dropout = Dropout(dropout)
-        self.activation = F.gelu if activation == "gelu" else F.relu
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.dropout(self.activation(self.linear1(x)))  # [B, L, d_ff]
-        return self.dropout(self.linear2(y))  # [B, L, d_model]
 
 
 class EncoderLayer(nn.Module):
@@ -47,8 +33,8 @@ class EncoderLayer(nn.Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.attention(x, x, x)  # [B, L, d_model]
-        x = self.norm1(x + self.dropout(attended))
+        attended, weights = self.attention(x, x, x, output_dropout=self.dropout)  # [B, L, d_model]
+        x = self.norm1(x + attended)
         return self.norm2(x + self.feed_forward(x)), weights
 
 

@@ -1,0 +1,84 @@
+"""Position-wise feed-forward block: Linear, activation, dropout, Linear, dropout.
+
+In training on CPU the block runs as one autograd function whose forward and backward passes are
+written out, so both dropouts cost no full-size pass of their own: the hidden dropout writes zeros into
+the activation (a fresh tensor nobody else holds) and the output dropout into the second product, and
+both ``1 / (1 - p)`` scales ride in the products' ``alpha`` / ``beta``. In the backward pass the
+gradient of the hidden units is likewise zeroed in place, being the block's own matrix product. The
+result is the composition of the separate layers with the same dropped positions (tests/test_model.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from informer.model.dropout import Dropout, _zero_at, drop_positions, uses_drawn_positions
+
+ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
+
+
+class FeedForward(nn.Module):
+    """The official two 1x1 convolutions, as the equivalent Linear layers (same state dict keys)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float, activation: str) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"model.activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.linear1 = nn.Linear(d_model, d_ff)
+        self.linear2 = nn.Linear(d_ff, d_model)
+        self.dropout = Dropout(dropout)
+        self.activation_name = activation
+        self.activation = ACTIVATIONS[activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.dropout.p
+        if self.training and 0.0 < p < 1.0 and self._plain_cpu_arithmetic(x):
+            return _DroppedFeedForward.apply(x, self.linear1.weight, self.linear1.bias, self.linear2.weight,
+                                             self.linear2.bias, p, self.activation_name)
+        y = self.dropout(self.activation(self.linear1(x)))  # [B, L, d_ff]
+        return self.dropout(self.linear2(y))  # [B, L, d_model]
+
+    def _plain_cpu_arithmetic(self, x: torch.Tensor) -> bool:
+        return (uses_drawn_positions(x) and x.dtype == self.linear1.weight.dtype
+                and not torch.is_autocast_enabled(x.device.type))
+
+
+def _activation_backward(grad: torch.Tensor, pre_activation: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "gelu":
+        return torch.ops.aten.gelu_backward(grad, pre_activation)
+    return torch.ops.aten.threshold_backward(grad, pre_activation, 0)
+
+
+class _DroppedFeedForward(torch.autograd.Function):
+    """``dropout(linear2(dropout(act(linear1(x)))))`` with the dropouts folded in (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,  # type: ignore[override]
+                b2: torch.Tensor, p: float, activation: str) -> torch.Tensor:
+        scale = 1.0 / (1.0 - p)
+        rows = x.reshape(-1, x.shape[-1])  # [N, d_model]
+        pre = torch.addmm(b1, rows, w1.t())  # [N, d_ff]
+        hidden_drops = drop_positions(pre.numel(), p)
+        hidden = _zero_at(ACTIVATIONS[activation](pre), hidden_drops)  # dropped, not yet scaled
+        out = torch.addmm(b2, hidden, w2.t(), beta=scale, alpha=scale * scale)  # both scales
+        out_drops = drop_positions(out.numel(), p)
+        _zero_at(out, out_drops)
+        ctx.save_for_backward(rows, w1, w2, pre, hidden, hidden_drops, out_drops)
+        ctx.scale, ctx.activation, ctx.input_shape = scale, activation, x.shape
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        rows, w1, w2, pre, hidden, hidden_drops, out_drops = ctx.saved_tensors
+        scale = ctx.scale
+        grad_out = grad.reshape(-1, grad.shape[-1]).clone(memory_format=torch.contiguous_format)
+        _zero_at(grad_out, out_drops)  # [N, d_model], unscaled
+        grad_b2 = grad_out.sum(0).mul_(scale)
+        grad_w2 = torch.mm(grad_out.t(), hidden).mul_(scale * scale)  # [d_model, d_ff]
+        grad_hidden = torch.addmm(pre, grad_out, w2, beta=0.0, alpha=scale * scale)  # pre: shape only
+        grad_pre = _activation_backward(_zero_at(grad_hidden, hidden_drops), pre, ctx.activation)
+        grad_x = torch.mm(grad_pre, w1).view(ctx.input_shape) if ctx.needs_input_grad[0] else None
+        return grad_x, torch.mm(grad_pre.t(), rows), grad_pre.sum(0), grad_w2, grad_b2, None, None
