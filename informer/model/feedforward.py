@@ -1,11 +1,12 @@
 """Position-wise feed-forward block: Linear, activation, dropout, Linear, dropout.
 
 In training on CPU the block runs as one autograd function whose forward and backward passes are
-written out, so both dropouts cost no full-size pass of their own: the hidden dropout writes zeros into
-the activation (a fresh tensor nobody else holds) and the output dropout into the second product, and
-both ``1 / (1 - p)`` scales ride in the products' ``alpha`` / ``beta``. In the backward pass the
-gradient of the hidden units is likewise zeroed in place, being the block's own matrix product. The
-result is the composition of the separate layers with the same dropped positions (tests/test_model.py).
+written out, so neither dropout costs a full-size pass of its own: a dropped hidden unit gets a
+pre-activation of -1e4 written into the first product (GELU and ReLU are then exactly 0 there, and so
+are their derivatives, so the backward pass needs no zeros for it), the output dropout writes zeros
+into the second product, and both ``1 / (1 - p)`` scales ride in the products' ``alpha`` / ``beta``.
+The result is the composition of the separate layers with the same dropped positions
+(tests/test_fused_layers.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 from informer.model.dropout import Dropout, _zero_at, drop_positions, uses_drawn_positions
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
+_SWITCHED_OFF = -1e4  # gelu(-1e4) = -1e4 * Phi(-1e4) and gelu'(-1e4) underflow to 0 (float32, float64)
 
 
 class FeedForward(nn.Module):
@@ -60,25 +62,25 @@ class _DroppedFeedForward(torch.autograd.Function):
         scale = 1.0 / (1.0 - p)
         rows = x.reshape(-1, x.shape[-1])  # [N, d_model]
         pre = torch.addmm(b1, rows, w1.t())  # [N, d_ff]
-        hidden_drops = drop_positions(pre.numel(), p)
-        hidden = _zero_at(ACTIVATIONS[activation](pre), hidden_drops)  # dropped, not yet scaled
+        pre.view(-1).index_fill_(0, drop_positions(pre.numel(), p), _SWITCHED_OFF)
+        hidden = ACTIVATIONS[activation](pre)  # dropped, not yet scaled
         out = torch.addmm(b2, hidden, w2.t(), beta=scale, alpha=scale * scale)  # both scales
         out_drops = drop_positions(out.numel(), p)
         _zero_at(out, out_drops)
-        ctx.save_for_backward(rows, w1, w2, pre, hidden, hidden_drops, out_drops)
+        ctx.save_for_backward(rows, w1, w2, pre, hidden, out_drops)
         ctx.scale, ctx.activation, ctx.input_shape = scale, activation, x.shape
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        rows, w1, w2, pre, hidden, hidden_drops, out_drops = ctx.saved_tensors
+        rows, w1, w2, pre, hidden, out_drops = ctx.saved_tensors
         scale = ctx.scale
         grad_out = grad.reshape(-1, grad.shape[-1]).clone(memory_format=torch.contiguous_format)
         _zero_at(grad_out, out_drops)  # [N, d_model], unscaled
         grad_b2 = grad_out.sum(0).mul_(scale)
         grad_w2 = torch.mm(grad_out.t(), hidden).mul_(scale * scale)  # [d_model, d_ff]
         grad_hidden = torch.addmm(pre, grad_out, w2, beta=0.0, alpha=scale * scale)  # pre: shape only
-        grad_pre = _activation_backward(_zero_at(grad_hidden, hidden_drops), pre, ctx.activation)
+        grad_pre = _activation_backward(grad_hidden, pre, ctx.activation)  # 0 where dropped
         grad_x = torch.mm(grad_pre, w1).view(ctx.input_shape) if ctx.needs_input_grad[0] else None
         return grad_x, torch.mm(grad_pre.t(), rows), grad_pre.sum(0), grad_w2, grad_b2, None, None
