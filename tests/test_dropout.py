@@ -29,7 +29,8 @@ def test_elements_are_dropped_with_probability_p_and_the_rest_scaled(p: float) -
     assert _close_to((~flat[:-1] & ~flat[1:]).float().mean().item(), p * p, x.numel())
 
 
-@pytest.mark.parametrize("n, p", [(1, 0.5), (10, 0.05), (1000, 0.5), (100_000, 0.05), (100_000, 0.97)])
+@pytest.mark.parametrize("n, p", [(0, 0.5), (1, 0.5), (10, 0.05), (1000, 0.5), (100_000, 0.05),
+                                  (100_000, 0.97)])
 def test_drop_positions_are_sorted_distinct_and_in_range(n: int, p: float) -> None:
     torch.manual_seed(4)
     positions = drop_positions(n, p)
@@ -82,6 +83,14 @@ def test_a_strided_input_and_gradient_are_dropped_in_logical_order() -> None:
     upstream = torch.randn(40, 30).t()
     out.backward(upstream)
     torch.testing.assert_close(base.grad.t(), upstream * kept / 0.6)
+
+
+def test_an_empty_tensor_passes_through() -> None:
+    x = torch.randn(0, 5, requires_grad=True)
+    out = dropout(x, 0.3)
+    assert out.shape == (0, 5)
+    out.sum().backward()
+    assert x.grad.shape == (0, 5)
 
 
 def test_eval_mode_and_zero_p_are_the_identity() -> None:

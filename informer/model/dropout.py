@@ -49,7 +49,9 @@ def drop_positions(n: int, p: float, draws_per_round: int | None = None) -> torc
         positions = gaps.add_(1).cumsum_(0).add_(reached)
         parts.append(positions)
         reached = int(positions[-1])
-    positions = parts[0] if len(parts) == 1 else torch.cat(parts)
+    if not parts:  # an empty tensor
+        return torch.empty(0, dtype=torch.int64)
+    positions = torch.cat(parts) if len(parts) > 1 else parts[0]
     return positions[: int(torch.searchsorted(positions, n))]
 
 
