@@ -55,7 +55,7 @@ def drop_positions(n: int, p: float, draws_per_round: int | None = None) -> torc
     return positions[: int(torch.searchsorted(positions, n))]
 
 
-def _zero_at(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+def zero_at(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Writes zeros at the flat ``positions`` of contiguous ``x``, in place."""
     return x.view(-1).index_fill_(0, positions, 0.0).view_as(x)
 
@@ -73,13 +73,13 @@ class _DropAt(torch.autograd.Function):
         positions = drop_positions(x.numel(), p)
         ctx.save_for_backward(positions)
         ctx.scale = 1.0 / (1.0 - p)
-        return _zero_at(_scaled_copy(x, ctx.scale), positions)
+        return zero_at(_scaled_copy(x, ctx.scale), positions)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         (positions,) = ctx.saved_tensors
-        return _zero_at(_scaled_copy(grad, ctx.scale), positions), None
+        return zero_at(_scaled_copy(grad, ctx.scale), positions), None
 
 
 def uses_drawn_positions(x: torch.Tensor) -> bool:
@@ -126,7 +126,7 @@ class _DroppedLinear(torch.autograd.Function):
         else:
             out = torch.addmm(bias, rows, weight.t(), beta=scale, alpha=scale)
         positions = drop_positions(out.numel(), p)
-        _zero_at(out, positions)
+        zero_at(out, positions)
         ctx.save_for_backward(rows, weight, positions)
         ctx.scale, ctx.input_shape, ctx.has_bias = scale, x.shape, bias is not None
         return out.view(*x.shape[:-1], weight.shape[0])
@@ -137,7 +137,7 @@ class _DroppedLinear(torch.autograd.Function):
         rows, weight, positions = ctx.saved_tensors
         scale = ctx.scale
         grad_out = grad.reshape(-1, grad.shape[-1]).clone(memory_format=torch.contiguous_format)
-        _zero_at(grad_out, positions)  # unscaled: the scale rides in the products below
+        zero_at(grad_out, positions)  # unscaled: the scale rides in the products below
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.addmm(rows, grad_out, weight, beta=0.0, alpha=scale).view(ctx.input_shape)

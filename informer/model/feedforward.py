@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from informer.model.dropout import Dropout, _zero_at, drop_positions, uses_drawn_positions
+from informer.model.dropout import Dropout, drop_positions, uses_drawn_positions, zero_at
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
 _SWITCHED_OFF = -1e4  # gelu(-1e4) = -1e4 * Phi(-1e4) and gelu'(-1e4) underflow to 0 (float32, float64)
@@ -66,7 +66,7 @@ class _DroppedFeedForward(torch.autograd.Function):
         hidden = ACTIVATIONS[activation](pre)  # dropped, not yet scaled
         out = torch.addmm(b2, hidden, w2.t(), beta=scale, alpha=scale * scale)  # both scales
         out_drops = drop_positions(out.numel(), p)
-        _zero_at(out, out_drops)
+        zero_at(out, out_drops)
         ctx.save_for_backward(rows, w1, w2, pre, hidden, out_drops)
         ctx.scale, ctx.activation, ctx.input_shape = scale, activation, x.shape
         return out.view(*x.shape[:-1], out.shape[-1])
@@ -77,7 +77,7 @@ class _DroppedFeedForward(torch.autograd.Function):
         rows, w1, w2, pre, hidden, out_drops = ctx.saved_tensors
         scale = ctx.scale
         grad_out = grad.reshape(-1, grad.shape[-1]).clone(memory_format=torch.contiguous_format)
-        _zero_at(grad_out, out_drops)  # [N, d_model], unscaled
+        zero_at(grad_out, out_drops)  # [N, d_model], unscaled
         grad_b2 = grad_out.sum(0).mul_(scale)
         grad_w2 = torch.mm(grad_out.t(), hidden).mul_(scale * scale)  # [d_model, d_ff]
         grad_hidden = torch.addmm(pre, grad_out, w2, beta=0.0, alpha=scale * scale)  # pre: shape only
