@@ -152,3 +152,21 @@ def test_shared_projection_gradients_are_products_the_limit_and_flop_count_see()
     assert counts.get("addmm_", 0) == 2  # the second and third input gradients
     # forward 3 x (4x8 @ 8x8), backward 3 input + 3 weight gradients: 9 products of 2*4*8*8 FLOPs
     assert count_flops(step) == 9 * 2 * 4 * 8 * 8
+
+
+def test_an_attention_point_keeps_the_fastest_of_its_fresh_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from informer.benchmark import attention_scaling
+
+    medians = iter([0.9, 0.4, 0.7])
+
+    def fake_worker(task: dict, threads: int, timeout_s: float) -> dict:
+        return {"task": task, "time": {"median_s": next(medians)}, "peak_growth_mib": 1.0}
+
+    monkeypatch.setattr(attention_scaling, "run_worker", fake_worker)
+    point = attention_scaling._fastest_of(3, {"task": "attention"}, 1, 10.0)
+    assert point["time"]["median_s"] == 0.4
+    assert point["median_s_per_process"] == [0.9, 0.4, 0.7]
+    assert "task" not in point
+
+    monkeypatch.setattr(attention_scaling, "run_worker", lambda *a, **k: {"error": "timed out"})
+    assert attention_scaling._fastest_of(2, {"task": "attention"}, 1, 10.0) == {"error": "timed out"}

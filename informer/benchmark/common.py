@@ -47,6 +47,9 @@ class Scale:
     attn_reps: int = 3  # timed steps per point (after the untimed memory step)
     attn_budget_s: float = 12.0  # per point: timed steps stop once they have taken this long
     attn_max_point_s: float = 90.0  # a point whose predicted cost exceeds this is skipped
+    # fresh processes per point, the fastest kept: on a shared VM the large, memory-hungry points are
+    # the ones other tenants (or the kernel's reclaim after the previous point) slow down
+    attn_processes: int = 2
     long_lengths: tuple[int, ...] = (1440, 2880)
     long_pred_len: int = 720
     long_batch: int = 4
@@ -68,13 +71,14 @@ def make_scale(quick: bool, tiny: bool) -> Scale:
     if tiny:
         return Scale(mode="tiny", model={"d_model": 32, "n_heads": 4, "d_ff": 64}, batch=4, warmup=1,
                      steps=2, limit_reps=2, attn_reps=2, attn_batch=2, attn_d_model=32, attn_heads=4,
-                     attn_lengths=(48, 96), attn_budget_s=2.0, attn_max_point_s=10.0,
+                     attn_lengths=(48, 96), attn_budget_s=2.0, attn_max_point_s=10.0, attn_processes=1,
                      long_lengths=(192,), long_pred_len=24, long_batch=2, long_reps=1, eval_batches=(16,),
                      throughput_windows=32, forecast_reps=1, forecast_inproc_reps=2, epoch_train_batches=2,
                      epoch_eval_windows=32, skip=("long_input",))
     if quick:
         return Scale(mode="quick", model={}, warmup=1, steps=3, limit_reps=3, attn_lengths=(96, 384),
-                     attn_reps=2, attn_budget_s=5.0, eval_batches=(64,), throughput_windows=128,
+                     attn_reps=2, attn_budget_s=5.0, attn_processes=1, eval_batches=(64,),
+                     throughput_windows=128,
                      forecast_reps=1, forecast_inproc_reps=3, epoch_train_batches=3, epoch_eval_windows=128,
                      skip=("long_input",))
     return Scale(mode="full", model={})
