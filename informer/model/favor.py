@@ -4,7 +4,8 @@ Softmax attention ``softmax(q k^T / sqrt(E)) v`` is approximated with positive o
 features ``phi(x) = exp(w x - |x|^2 / 2)`` on ``x = q / E^(1/4)`` (resp. k), which makes the softmax
 kernel an inner product: ``exp(q.k / sqrt(E)) = E_w[phi(q) . phi(k)]``. Then
 
-    non-causal   out = D^-1 phi(Q) (phi(K)^T V),        D = diag(phi(Q) phi(K)^T 1)
+    non-causal   out = D^-1 phi(Q) (phi(K)^T V),        D = diag(phi(Q) phi(K)^T 1),
+                 in chunks of positions with a hand-written backward (favor_chunked.py)
     causal       the same with prefix sums over positions, done chunk by chunk: exact masked products
                  inside a chunk, a running [m, E] state between chunks (never an L x L matrix)
 
@@ -21,6 +22,7 @@ import math
 import torch
 
 from informer.model.core import AttentionCore, QueryRows
+from informer.model.favor_chunked import favor_bidirectional
 from informer.model.masking import future_mask
 
 
@@ -50,12 +52,13 @@ class FavorAttention(AttentionCore):
 
     def __init__(self, causal: bool, head_dim: int, nb_features: int | None = None,
                  feature_redraw_interval: int = 1000, output_attention: bool = False,
-                 chunk_size: int = 64) -> None:
+                 chunk_size: int = 64, bidirectional_chunk: int | None = None) -> None:
         super().__init__(causal, 0.0, output_attention)
         self.head_dim = head_dim
         self.nb_features = nb_features or default_nb_features(head_dim)
         self.feature_redraw_interval = feature_redraw_interval
-        self.chunk_size = chunk_size
+        self.chunk_size = chunk_size  # causal: positions per exact masked block
+        self.bidirectional_chunk = bidirectional_chunk  # non-causal: positions per chunk (None: by size)
         self.calls_since_redraw = 0
         self.register_buffer("projection", orthogonal_gaussian_features(self.nb_features, head_dim))
 
@@ -102,38 +105,12 @@ class FavorAttention(AttentionCore):
 
     def _bidirectional(self, q: torch.Tensor, k: torch.Tensor,
                        v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Non-causal FAVOR+ with the same features as :meth:`feature_map`, laid out head-major.
-
-        Every m-wide tensor is a contiguous ``[B, H, L, m]``, so each product is a batched GEMM with
-        no permuted copy of the features (the copies cost more than the products at long L), and the
-        normaliser ``D`` comes out of the numerator's GEMM through a column of ones appended to V.
-        """
-        w = self.projection.to(q.dtype).t()  # [E, m]
-        xq = q.transpose(1, 2) * self.head_dim ** -0.25  # [B, H, L_Q, E]
-        xk = k.transpose(1, 2) * self.head_dim ** -0.25  # [B, H, L_K, E]
-        # The features overwrite their logits in place (the products' backward needs only their
-        # inputs), so each m-wide tensor exists once.
-        logits_q = xq @ w  # [B, H, L_Q, m]
-        with torch.no_grad():
-            row_max_q = logits_q.amax(-1, keepdim=True)  # [B, H, L_Q, 1]
-        # exp(w x - |x|^2/2 - max_m(w x - |x|^2/2)) == exp(w x - max_m(w x)): the norm is constant
-        # along a query row, so it needs no pass over the features
-        phi_q = logits_q.sub_(row_max_q).exp_()  # [B, H, L_Q, m]
-        logits_k = xk @ w  # [B, H, L_K, m]
-        half_norm = xk.pow(2).sum(-1, keepdim=True) / 2  # [B, H, L_K, 1]
-        with torch.no_grad():
-            # max over (L_K, m) of (w x - |x|^2/2), from the row maxima: [B, H, 1, 1]
-            shift = (logits_k.amax(-1, keepdim=True) - half_norm).amax(dim=2, keepdim=True)
-        phi_k = logits_k.sub_(half_norm + shift).exp_()  # [B, H, L_K, m]
-        ones = v.new_ones(*v.shape[:-1], 1)  # [B, L_K, H, 1]
-        v1 = torch.cat([v, ones], dim=-1).transpose(1, 2)  # [B, H, L_K, E + 1]
-        kvz = phi_k.transpose(-2, -1) @ v1  # [B, H, m, E + 1]: phi(K)^T V and phi(K)^T 1
-        num_den = phi_q @ kvz  # [B, H, L_Q, E + 1]
-        den = num_den[..., -1:].clamp_min(torch.finfo(num_den.dtype).tiny)  # [B, H, L_Q, 1]
-        out = (num_den[..., :-1] / den).transpose(1, 2)  # [B, L_Q, H, E]
+        """Non-causal FAVOR+ chunk by chunk (:mod:`informer.model.favor_chunked`): the same features
+        as :meth:`feature_map`, never a full-length m-wide tensor."""
+        out, _ = favor_bidirectional(q, k, v, self.projection, self.bidirectional_chunk)
         weights = None
         if self.output_attention:
-            weights = self._weights(phi_q.transpose(1, 2), phi_k.transpose(1, 2))
+            weights = self._weights(self.feature_map(q, is_query=True), self.feature_map(k, is_query=False))
         return out, weights
 
     def _causal(self, phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
