@@ -285,15 +285,21 @@ def test_gradients_reach_queries_keys_values() -> None:
             assert t.grad is not None and bool(t.grad.abs().sum() > 0)
 
 
-def test_mean_outside_active_rows_gradient() -> None:
-    from informer.model.probsparse import _MeanOutsideActiveRows
+def test_active_rows_are_taken_and_put_back_as_gather_and_scatter_would() -> None:
+    from informer.model.probsparse import _MeanOutsideActiveRows, _TakeRows, flat_rows
 
     g = torch.Generator().manual_seed(0)
     v = torch.randn(2, 7, 3, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    q = torch.randn(2, 5, 3, 4, dtype=torch.float64, generator=g, requires_grad=True)
     active = torch.randn(2, 2, 3, 4, dtype=torch.float64, generator=g, requires_grad=True)
     top = torch.stack([torch.randperm(5, generator=g)[:2] for _ in range(6)]).view(2, 3, 2).transpose(1, 2)
-    index = top.unsqueeze(-1).expand(-1, -1, -1, 4)  # [B, u, H, E], queries among the first 5 of L_Q = 5
-    assert torch.autograd.gradcheck(lambda v, a: _MeanOutsideActiveRows.apply(v, a, index, 5), (v, active))
+    index = top.unsqueeze(-1).expand(-1, -1, -1, 4)  # [B, u, H, E], queries among L_Q = 5
+    rows = flat_rows(top, 5)
+    assert torch.equal(_TakeRows.apply(q, rows), q.gather(1, index))
+    expected = v.mean(1, keepdim=True).expand(2, 5, 3, 4).scatter(1, index, active)
+    assert torch.equal(_MeanOutsideActiveRows.apply(v, active, rows, 5), expected)
+    assert torch.autograd.gradcheck(lambda x: _TakeRows.apply(x, rows), (q,))
+    assert torch.autograd.gradcheck(lambda v, a: _MeanOutsideActiveRows.apply(v, a, rows, 5), (v, active))
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -125,6 +125,44 @@ def _sampled_sparsity(q: torch.Tensor, k: torch.Tensor, idx: torch.Tensor, l_k: 
     return scores.amax(-1) - scores.sum(-1) / l_k
 
 
+def flat_rows(top: torch.Tensor, l_q: int) -> torch.Tensor:
+    """Row numbers in ``[B * L_Q * H, E]`` of the active queries ``top`` ``[B, u, H]``, ordered as
+    ``[B, u, H]``: (b, top[b, j, h], h) -> (b * L_Q + top[b, j, h]) * H + h."""
+    b, _, h = top.shape
+    batch = torch.arange(b, device=top.device).view(b, 1, 1) * l_q
+    heads = torch.arange(h, device=top.device).view(1, 1, h)
+    return ((batch + top) * h + heads).reshape(-1)
+
+
+def _as_rows(x: torch.Tensor) -> torch.Tensor:
+    """``[B, L, H, E]`` -> ``[B * L * H, E]`` (a view when the last three dims are packed)."""
+    return x.reshape(-1, x.shape[-1])
+
+
+class _TakeRows(torch.autograd.Function):
+    """``x[b, top[b, j, h], h]`` as ``[B, u, H, E]``: ``gather`` along L, as whole E-wide rows.
+
+    ``gather`` walks its expanded index element by element and its backward is a ``scatter_add`` into
+    zeros; rows picked by ``index_select`` and put back by ``index_copy_`` (the rows are distinct: top-k
+    per batch and head) are contiguous copies of E values each.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        b, _, h, e = x.shape
+        ctx.save_for_backward(rows)
+        ctx.shape = x.shape
+        return _as_rows(x).index_select(0, rows).view(b, -1, h, e)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (rows,) = ctx.saved_tensors
+        b, l_q, h, e = ctx.shape
+        grad_x = grad.new_zeros(b * l_q * h, e).index_copy_(0, rows, _as_rows(grad))
+        return grad_x.view(b, l_q, h, e), None
+
+
 class _MeanOutsideActiveRows(torch.autograd.Function):
     """Non-causal output assembly: the active rows, and the mean of V everywhere else.
 
@@ -134,21 +172,23 @@ class _MeanOutsideActiveRows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, v: torch.Tensor, active: torch.Tensor, index: torch.Tensor,  # type: ignore[override]
+    def forward(ctx, v: torch.Tensor, active: torch.Tensor, rows: torch.Tensor,  # type: ignore[override]
                 l_q: int) -> torch.Tensor:
         b, l_k, h, e = v.shape
-        ctx.save_for_backward(index)
+        ctx.save_for_backward(rows)
         ctx.l_k = l_k
-        mean = v.mean(dim=1, keepdim=True)  # [B, 1, H, E]
-        return mean.expand(b, l_q, h, e).scatter(1, index, active)  # [B, L_Q, H, E]
+        out = v.new_empty(b, l_q, h, e)
+        out.copy_(v.mean(dim=1, keepdim=True).expand(b, l_q, h, e))  # [B, L_Q, H, E]
+        out.view(-1, e).index_copy_(0, rows, _as_rows(active))
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        (index,) = ctx.saved_tensors
-        grad_active = grad.gather(1, index)  # [B, u, H, E]
-        lazy_sum = grad.sum(dim=1, keepdim=True) - grad_active.sum(dim=1, keepdim=True)  # [B, 1, H, E]
+        (rows,) = ctx.saved_tensors
         b, _, h, e = grad.shape
+        grad_active = _as_rows(grad).index_select(0, rows).view(b, -1, h, e)  # [B, u, H, E]
+        lazy_sum = grad.sum(dim=1, keepdim=True) - grad_active.sum(dim=1, keepdim=True)  # [B, 1, H, E]
         grad_v = (lazy_sum / ctx.l_k).expand(b, ctx.l_k, h, e)  # broadcast view, no copy
         return grad_v, grad_active, None, None
 
@@ -270,10 +310,9 @@ class ProbAttention(AttentionCore):
         if top is None:
             q_top, positions = (q if query_rows is None else query_rows(None)), None
         else:
-            if query_rows is None:
-                q_top = q.gather(1, top.unsqueeze(-1).expand(-1, -1, -1, e))  # [B, u, H, E]
-            else:
-                q_top = query_rows(top)  # [B, u, H, E], projected again with gradient
+            rows = flat_rows(top, l_q)  # [B*u*H]
+            # [B, u, H, E]; with query_rows projected again with gradient
+            q_top = _TakeRows.apply(q, rows) if query_rows is None else query_rows(top)
             positions = top.transpose(1, 2)  # [B, H, u]: where each active query sits
         if self.explicit_weights(q.device):
             active, weights = self._explicit(q_top, k, v, positions)
@@ -283,11 +322,11 @@ class ProbAttention(AttentionCore):
         if top is None:
             return active, weights
 
-        index = top.unsqueeze(-1).expand(-1, -1, -1, e)  # [B, u, H, E]
         if self.causal:
-            out = self._lazy_context(v, l_q).scatter_(1, index, active)  # [B, L_Q, H, E], a fresh tensor
+            out = self._lazy_context(v, l_q)  # [B, L_Q, H, E], a fresh contiguous tensor
+            out.view(-1, e).index_copy_(0, rows, _as_rows(active))
         else:
-            out = _MeanOutsideActiveRows.apply(v, active, index, l_q)  # [B, L_Q, H, E]
+            out = _MeanOutsideActiveRows.apply(v, active, rows, l_q)  # [B, L_Q, H, E]
         if weights is None:
             return out, None
         full = self._lazy_weights(b, h, l_q, l_k, q.device).to(weights.dtype)  # [B, H, L_Q, L_K]
