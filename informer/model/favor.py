@@ -118,8 +118,8 @@ class FavorAttention(AttentionCore):
         if phi_k.shape[1] != l:
             raise ValueError("causal FAVOR+ attention needs as many keys as queries")
         e = v.shape[-1]
-        c = min(self.chunk_size, l)
-        n = math.ceil(l / c)
+        n = math.ceil(l / self.chunk_size)
+        c = math.ceil(l / n)  # chunks of at most chunk_size, as even as possible: 72 -> 2 x 36, not 64 + 64
         pad = n * c - l
         if pad:  # zero features on padded keys add nothing; padded query rows are cut off below
             phi_q, phi_k, v = (torch.nn.functional.pad(t, (0, 0, 0, 0, 0, pad)) for t in (phi_q, phi_k, v))
