@@ -167,6 +167,19 @@ def test_favor_causal_prefix_sums_match_masked_kernel(length: int) -> None:
     torch.testing.assert_close(out, torch.einsum("bhls,bshe->blhe", w, v), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("length", [5, 16, 23])
+def test_favor_causal_gradients_match_the_masked_kernel(length: int) -> None:
+    core = FavorAttention(True, 8, 24, 0, output_attention=True, chunk_size=4).double().eval()
+    q, k, v = (t.double().requires_grad_() for t in qkv(length, length, scale=0.5))
+    out, w = core(q, k, v)
+    expected = torch.einsum("bhls,bshe->blhe", w, v)  # the quadratic masked kernel, through autograd
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)
+    want = torch.autograd.grad(expected, (q, k, v), grad)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
 def test_favor_features_redraw_on_schedule_and_stay_fixed_in_eval() -> None:
     torch.manual_seed(0)
     core = FavorAttention(False, 8, 16, feature_redraw_interval=2)
