@@ -170,3 +170,33 @@ def test_an_attention_point_keeps_the_fastest_of_its_fresh_processes(monkeypatch
 
     monkeypatch.setattr(attention_scaling, "run_worker", lambda *a, **k: {"error": "timed out"})
     assert attention_scaling._fastest_of(2, {"task": "attention"}, 1, 10.0) == {"error": "timed out"}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process tree read from /proc")
+def test_a_timed_out_measurement_takes_its_new_session_grandchildren_down(tmp_path: Path) -> None:
+    """torchrun's workers run in sessions of their own; a timeout must not leave one holding the pipes."""
+    import threading
+
+    from informer.benchmark.common import run_json_command
+
+    pid_file = tmp_path / "grandchild.pid"
+    launcher = ("import subprocess, sys, time; "
+                "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], "
+                "start_new_session=True); "
+                f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(600)")
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(run_json_command([sys.executable, "-c", launcher],
+                                                                            1, timeout_s=3.0)))
+    runner.start()
+    runner.join(timeout=60)
+    assert not runner.is_alive(), "run_json_command still waiting on the orphaned grandchild's pipes"
+    assert result == {"error": "timed out after 3 s"}
+    assert not _running(int(pid_file.read_text()))
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has exited and only waits to be reaped

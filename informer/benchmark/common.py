@@ -7,6 +7,7 @@ code path in seconds; its numbers mean nothing).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -272,6 +273,27 @@ def as_dict(obj: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- subprocess
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid``, from ``/proc`` (empty where there is none).
+
+    torchrun starts each worker in a session of its own, so killing the launcher's process group
+    leaves them running, holding the pipes a parent reads to end of file.
+    """
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def run_json_command(cmd: list[str], threads: int, timeout_s: float) -> dict[str, Any]:
     """Run ``cmd`` (a Python measurement printing one JSON line) with ``threads`` OpenMP/MKL threads.
 
@@ -288,8 +310,12 @@ def run_json_command(cmd: list[str], threads: int, timeout_s: float) -> dict[str
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        stragglers = descendants(proc.pid)  # before the kill: orphans lose their parent link
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        for pid in stragglers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate()  # every process that could hold its pipes open is gone
         return {"error": f"timed out after {timeout_s:.0f} s"}
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:

@@ -48,17 +48,31 @@ def _worker(task: dict[str, Any]) -> None:
     """One torchrun process: train ``steps`` timed steps on its share of the global batch."""
     import torch
     import torch.distributed as dist
-    from torch import nn
 
-    from informer.config import ModelSpec, derive_model_config
-    from informer.data import make_decoder_input
-    from informer.model import build_model
+    from informer.training.distributed import cleanup_distributed
 
     torch.set_num_threads(task["threads"])
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if world > 1:
         # a stuck peer should end the run with an error, not after gloo's 30-minute default
         dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
+    # the DDP model lives and dies inside _timed_training, before the process group is destroyed
+    result = _timed_training(task, world)
+    if rank == 0:
+        print(json.dumps(result), flush=True)
+    cleanup_distributed()
+
+
+def _timed_training(task: dict[str, Any], world: int) -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+
+    from informer.config import ModelSpec, derive_model_config
+    from informer.data import make_decoder_input
+    from informer.model import build_model
+
+    rank = int(os.environ.get("RANK", "0"))
     cfg = derive_model_config(ModelSpec(**task["model"]), "M", 7, "h")
     local = task["global_batch"] // world
     torch.manual_seed(0)  # same initial weights on every process, as DDP requires
@@ -98,17 +112,14 @@ def _worker(task: dict[str, Any]) -> None:
         if world > 1:
             dist.barrier()  # the slowest process decides the throughput
         block_rates.append(task["global_batch"] * task["steps"] / (time.perf_counter() - start))
-    if rank == 0:
-        print(json.dumps({
-            "processes": world, "threads_per_process": task["threads"], "local_batch": local,
-            "blocks": task["blocks"], "steps_per_block": task["steps"],
-            "windows_per_s": max(block_rates), "windows_per_s_median": statistics.median(block_rates),
-            "windows_per_s_blocks": block_rates,
-            "step_median_s": statistics.median(step_times), "step_min_s": min(step_times),
-            "parameters": sum(p.numel() for p in model.parameters()),
-        }), flush=True)
-    if world > 1:
-        dist.destroy_process_group()
+    return {
+        "processes": world, "threads_per_process": task["threads"], "local_batch": local,
+        "blocks": task["blocks"], "steps_per_block": task["steps"],
+        "windows_per_s": max(block_rates), "windows_per_s_median": statistics.median(block_rates),
+        "windows_per_s_blocks": block_rates,
+        "step_median_s": statistics.median(step_times), "step_min_s": min(step_times),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 # ------------------------------------------------------------------------------------------ driver

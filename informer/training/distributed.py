@@ -8,6 +8,7 @@ serves CPU and GPU runs alike.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import re
@@ -68,6 +69,12 @@ def init_distributed() -> DistContext:
 
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
+        # A DistributedDataParallel reducer keeps the gloo process group alive. Freed after the group
+        # is destroyed, it drops the last reference while holding the GIL, and the group's destructor
+        # then waits for a worker thread that may need the GIL to finish a collective: a deadlock at
+        # exit (seen with the final barrier's work). Unreachable models go first, while the registry
+        # still holds the group, so the group dies on destroy_process_group's GIL-free path.
+        gc.collect()
         dist.destroy_process_group()
 
 
