@@ -47,10 +47,12 @@ class FeedForward(nn.Module):
                 and not torch.is_autocast_enabled(x.device.type))
 
 
-def _activation_backward(grad: torch.Tensor, pre_activation: torch.Tensor, name: str) -> torch.Tensor:
+def _activation_backward_(grad: torch.Tensor, pre_activation: torch.Tensor, name: str) -> torch.Tensor:
+    """The activation's backward written over ``grad``, which is still in cache from the product that
+    produced it (a fresh buffer would be one more full-size pass through memory)."""
     if name == "gelu":
-        return torch.ops.aten.gelu_backward(grad, pre_activation)
-    return torch.ops.aten.threshold_backward(grad, pre_activation, 0)
+        return torch.ops.aten.gelu_backward.grad_input(grad, pre_activation, grad_input=grad)
+    return torch.ops.aten.threshold_backward.grad_input(grad, pre_activation, 0, grad_input=grad)
 
 
 class _DroppedFeedForward(torch.autograd.Function):
@@ -81,6 +83,6 @@ class _DroppedFeedForward(torch.autograd.Function):
         grad_b2 = grad_out.sum(0).mul_(scale)
         grad_w2 = torch.mm(grad_out.t(), hidden).mul_(scale * scale)  # [d_model, d_ff]
         grad_hidden = torch.addmm(pre, grad_out, w2, beta=0.0, alpha=scale * scale)  # pre: shape only
-        grad_pre = _activation_backward(grad_hidden, pre, ctx.activation)  # 0 where dropped
+        grad_pre = _activation_backward_(grad_hidden, pre, ctx.activation)  # 0 where dropped
         grad_x = torch.mm(grad_pre, w1).view(ctx.input_shape) if ctx.needs_input_grad[0] else None
         return grad_x, torch.mm(grad_pre.t(), rows), grad_pre.sum(0), grad_w2, grad_b2, None, None
