@@ -40,7 +40,7 @@ class Scale:
     batch: int = 32
     warmup: int = 3
     steps: int = 20  # timed training steps per attention kind
-    limit_reps: int = 10  # timed passes of the GEMM/conv replay (alternating with the first steps)
+    limit_reps: int = 20  # timed passes of the GEMM/conv replay, one after each timed step
     attn_batch: int = 8
     attn_d_model: int = 512
     attn_heads: int = 8
