@@ -131,7 +131,7 @@ class FavorAttention(AttentionCore):
                        v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Non-causal FAVOR+ chunk by chunk (:mod:`informer.model.favor_chunked`): the same features
         as :meth:`feature_map`, never a full-length m-wide tensor."""
-        out, _ = favor_bidirectional(q, k, v, self.projection, self.bidirectional_chunk)
+        out = favor_bidirectional(q, k, v, self.projection, self.bidirectional_chunk)
         weights = None
         if self.output_attention:
             weights = self._weights(self.feature_map(q, is_query=True), self.feature_map(k, is_query=False))

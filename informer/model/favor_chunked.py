@@ -38,9 +38,9 @@ def chunk_rows(length: int, batch_heads: int, nb_features: int, itemsize: int) -
 
 
 def favor_bidirectional(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor,
-                        chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        chunk: int | None = None) -> torch.Tensor:
     """Non-causal FAVOR+ of ``q [B, L_Q, H, E]``, ``k, v [B, L_K, H, E]`` with features
-    ``projection [m, E]``; returns ``out [B, L_Q, H, E]`` and the normaliser ``[B, H, L_Q, 1]``."""
+    ``projection [m, E]``: ``out [B, L_Q, H, E]``."""
     b, _, h, e = q.shape
     m = projection.shape[0]
     if chunk is None:
@@ -81,7 +81,7 @@ def _query_features(q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 class _BidirectionalFavor(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # type: ignore[override]
-                w: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+                w: torch.Tensor, chunk: int) -> torch.Tensor:
         b, l_q, h, e = q.shape
         m = w.shape[1]
         state = q.new_zeros(b, h, m, e + 1)  # phi(K)^T [V, 1]
@@ -112,12 +112,11 @@ class _BidirectionalFavor(torch.autograd.Function):
         kept = (phi_q, phi_k) if keep else ()
         ctx.save_for_backward(q, k, v, w, state, shift, den, out, *kept)
         ctx.chunk = chunk
-        ctx.mark_non_differentiable(den)
-        return out, den
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: torch.Tensor, _grad_den: torch.Tensor | None):  # type: ignore[override]
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         q, k, v, w, state, shift, den, out, *kept = ctx.saved_tensors
         b, l_q, h, e = q.shape
         m = w.shape[1]
