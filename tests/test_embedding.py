@@ -17,7 +17,6 @@ from informer.model.embedding import (
     PositionalEmbedding,
     TimeFeatureEmbedding,
     TokenEmbedding,
-    pad_time_circularly,
     sinusoid_table,
 )
 
@@ -40,13 +39,6 @@ def test_token_embedding_is_the_circular_convolution(length: int) -> None:
     (w_grad,) = torch.autograd.grad(out, emb.conv.weight, grad, retain_graph=True)
     (w_grad_expected,) = torch.autograd.grad(expected, emb.conv.weight, grad)
     torch.testing.assert_close(w_grad, w_grad_expected)
-
-
-@pytest.mark.parametrize("length", [1, 2, 5])
-def test_circular_time_padding_and_its_gradient(length: int) -> None:
-    x = torch.randn(2, length, 3, dtype=torch.float64, requires_grad=True)
-    torch.testing.assert_close(pad_time_circularly(x), torch.cat([x[:, -1:], x, x[:, :1]], dim=1))
-    assert torch.autograd.gradcheck(pad_time_circularly, (x,))
 
 
 def test_token_embedding_is_circular() -> None:

@@ -1,12 +1,18 @@
-"""Non-causal FAVOR+ in chunks of positions: the same function and gradients as the dense formula."""
+"""Non-causal FAVOR+ in chunks of positions (long inputs): the same function and gradients as the
+plain dense formula."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from informer.model.favor import FavorAttention
-from informer.model.favor_chunked import CHUNK_BYTES, WHOLE_BYTES, chunk_rows, favor_bidirectional
+from informer.model.favor import (
+    CHUNK_BYTES,
+    WHOLE_BYTES,
+    FavorAttention,
+    _ChunkedBidirectionalFavor,
+    chunk_rows,
+)
 
 
 def inputs(l_q: int, l_k: int, scale: float = 0.8, seed: int = 0, dtype=torch.float64):
@@ -42,7 +48,8 @@ def test_chunked_output_and_gradients_equal_the_dense_formula(chunk, l_q, l_k) -
 def test_gradcheck() -> None:
     core = FavorAttention(False, 8, 12, 0).double()
     q, k, v = inputs(6, 5, scale=0.5)
-    assert torch.autograd.gradcheck(lambda a, b, c: favor_bidirectional(a, b, c, core.projection, 2),
+    w = core.projection.t() * 8 ** -0.25
+    assert torch.autograd.gradcheck(lambda a, b, c: _ChunkedBidirectionalFavor.apply(a, b, c, w, 2),
                                     (q, k, v))
 
 

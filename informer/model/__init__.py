@@ -1,7 +1,6 @@
 """The Informer network: embeddings, attention (full, ProbSparse, FAVOR+), encoder, decoder."""
 
-from informer.model.attention import AttentionLayer, build_attention
-from informer.model.core import AttentionCore, FullAttention
+from informer.model.attention import AttentionCore, AttentionLayer, FullAttention, build_attention
 from informer.model.favor import FavorAttention
 from informer.model.informer import Informer, InformerStack, build_model
 from informer.model.probsparse import ProbAttention

@@ -1,40 +1,79 @@
-"""Multi-head attention layer and the factory that picks a core by name.
+"""Multi-head attention: one core interface, exact softmax attention, and the projection layer.
 
-Cores (one interface, see :mod:`informer.model.core`):
+Every core maps per-head queries, keys and values to per-head outputs with one signature, so the
+layer, the encoder and the decoder never need to know which kind they hold:
 
-* ``full``  — :class:`~informer.model.core.FullAttention`, exact softmax attention;
-* ``prob``  — :class:`~informer.model.probsparse.ProbAttention`, Informer's ProbSparse attention;
-* ``favor`` — :class:`~informer.model.favor.FavorAttention`, Performer's FAVOR+ linear attention.
+    out, weights = core(q, k, v)
+    q       [B, L_Q, H, E]      k, v    [B, L_K, H, E]
+    out     [B, L_Q, H, E]      weights [B, H, L_Q, L_K] when ``output_attention`` else None
+
+Cores: ``full`` (:class:`FullAttention`), ``prob`` (:class:`~informer.model.probsparse.ProbAttention`),
+``favor`` (:class:`~informer.model.favor.FavorAttention`). Causal masks are top-left aligned, as in
+``scaled_dot_product_attention(is_causal=True)``: query ``i`` reads keys ``j <= i``.
 """
 
 from __future__ import annotations
 
-import functools
+import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from informer.config import ModelConfig
-from informer.model.core import AttentionCore, FullAttention
-from informer.model.dropout import linear_then_dropout
-from informer.model.favor import FavorAttention
-from informer.model.probsparse import ProbAttention
-from informer.model.projection import project_shared
-
-__all__ = ["AttentionCore", "AttentionLayer", "FavorAttention", "FullAttention", "ProbAttention",
-           "build_attention"]
 
 
-def build_attention(kind: str, cfg: ModelConfig, causal: bool) -> AttentionCore:
-    """The core named ``kind`` ('full', 'prob' or 'favor') with the config's settings."""
-    if kind == "full":
-        return FullAttention(causal, cfg.dropout, cfg.output_attention)
-    if kind == "prob":
-        return ProbAttention(causal, cfg.factor, cfg.dropout, cfg.output_attention)
-    if kind == "favor":
-        return FavorAttention(causal, cfg.d_model // cfg.n_heads, cfg.nb_features,
-                              cfg.feature_redraw_interval, cfg.output_attention)
-    raise ValueError(f"model.attn must be one of ['prob', 'full', 'favor'], got {kind!r}")
+def future_mask(l_q: int, l_k: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Boolean ``[L_Q, L_K]``, True where key ``j`` lies in the future of query ``i`` (``j > i``)."""
+    return torch.ones(l_q, l_k, dtype=torch.bool, device=device).triu(diagonal=1)
+
+
+class AttentionCore(nn.Module):
+    """Base class: a causal flag, attention dropout and whether to return the weights."""
+
+    def __init__(self, causal: bool = False, dropout: float = 0.0, output_attention: bool = False) -> None:
+        super().__init__()
+        self.causal = causal
+        self.output_attention = output_attention
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"causal={self.causal}, output_attention={self.output_attention}"
+
+
+def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: nn.Module,
+                      want_weights: bool, mask: torch.Tensor | None = None, is_causal: bool = False,
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``softmax(q k^T / sqrt(E)) v`` for q ``[B, L_Q, H, E]``, hiding the future when ``is_causal`` or
+    where ``mask`` (True = hidden, broadcast to ``[B, H, L_Q, L_K]``) says so. Runs SDPA unless the
+    weights are wanted, in which case they are materialised and returned (before dropout)."""
+    if not want_weights:
+        p = dropout.p if dropout.training else 0.0
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),  # [B, H, L, E]
+            attn_mask=None if mask is None else ~mask, dropout_p=p, is_causal=is_causal,
+        )  # [B, H, L_Q, E]
+        return out.transpose(1, 2), None  # [B, L_Q, H, E]
+    scores = torch.einsum("blhe,bshe->bhls", q, k) / math.sqrt(q.shape[-1])  # [B, H, L_Q, L_K]
+    if is_causal:
+        mask = future_mask(q.shape[1], k.shape[1], q.device)
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    out = torch.einsum("bhls,bshe->blhe", dropout(weights).to(v.dtype), v)  # [B, L_Q, H, E]
+    return out, weights
+
+
+class FullAttention(AttentionCore):
+    """Exact softmax attention (the canonical Transformer's)."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return softmax_attention(q, k, v, self.dropout, self.output_attention, is_causal=self.causal)
 
 
 class AttentionLayer(nn.Module):
@@ -58,60 +97,32 @@ class AttentionLayer(nn.Module):
         self.value_projection = nn.Linear(d_model, d_model)
         self.out_projection = nn.Linear(d_model, d_model)
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                output_dropout: nn.Dropout | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``[B, L_Q, d_model]`` and the weights if the core returns them. With ``output_dropout`` the
-        output has been through it (applied inside the output projection: no separate pass)."""
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, l_q, _ = queries.shape
-        l_k = keys.shape[1]
-        h = self.n_heads
-        query_rows = None
-        late_queries = torch.is_grad_enabled() and self.inner_attention.selects_query_rows(l_q, h)
-        if late_queries:
-            # ProbSparse ranks every query without gradient and attends with only u of them: project
-            # all rows outside autograd and the chosen rows again inside it, so the query projection's
-            # backward pass costs u rows per head instead of L_Q (identical gradients).
-            with torch.no_grad():
-                q = self.query_projection(queries)
-            query_rows = functools.partial(self._project_query_rows, queries)
-            k, v = self._project([(keys, self.key_projection), (values, self.value_projection)])
-        else:
-            q, k, v = self._project([(queries, self.query_projection), (keys, self.key_projection),
-                                     (values, self.value_projection)])
-        q = q.view(b, l_q, h, -1)  # [B, L_Q, H, E]
-        k = k.view(b, l_k, h, -1)  # [B, L_K, H, E]
-        v = v.view(b, l_k, h, -1)  # [B, L_K, H, E]
-        out, weights = self.inner_attention(q, k, v, query_rows)  # [B, L_Q, H, E]
+        l_k, h = keys.shape[1], self.n_heads
+        q = self.query_projection(queries).view(b, l_q, h, -1)  # [B, L_Q, H, E]
+        k = self.key_projection(keys).view(b, l_k, h, -1)  # [B, L_K, H, E]
+        v = self.value_projection(values).view(b, l_k, h, -1)  # [B, L_K, H, E]
+        out, weights = self.inner_attention(q, k, v)  # [B, L_Q, H, E]
         if self.mix:
-            out = out.transpose(1, 2)  # [B, H, L_Q, E]: flattened below in this order, as officially
-        out = out.reshape(b, l_q, -1)  # [B, L_Q, H*E]
-        if output_dropout is None:
-            return self.out_projection(out), weights  # [B, L_Q, d_model]
-        dropped = linear_then_dropout(out, self.out_projection, output_dropout.p, output_dropout.training)
-        return dropped, weights
-
-    @staticmethod
-    def _project(pairs: list[tuple[torch.Tensor, nn.Linear]]) -> list[torch.Tensor]:
-        """Each (input, projection) applied; projections of one tensor share one input gradient."""
-        outs: list[torch.Tensor | None] = [None] * len(pairs)
-        for i, (x, _) in enumerate(pairs):
-            if outs[i] is None:
-                same = [j for j in range(i, len(pairs)) if pairs[j][0] is x]
-                for j, out in zip(same, project_shared(x, [pairs[j][1] for j in same]), strict=True):
-                    outs[j] = out
-        return outs  # type: ignore[return-value]
-
-    def _project_query_rows(self, queries: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-        """Queries of the given rows ``[B, u, H]`` (row per head) -> ``[B, u, H, E]``; None: all rows."""
-        b, l_q, d = queries.shape
-        h = self.n_heads
-        if rows is None:
-            return self.query_projection(queries).view(b, l_q, h, -1)
-        u = rows.shape[1]
-        picked = queries.gather(1, rows.reshape(b, u * h, 1).expand(-1, -1, d)).view(b, u, h, d)
-        weight = self.query_projection.weight.view(h, -1, d)  # [H, E, d_model]
-        out = torch.einsum("buhd,hed->buhe", picked, weight)  # [B, u, H, E]
-        return out + self.query_projection.bias.view(h, -1).to(out.dtype)
+            out = out.transpose(1, 2)  # [B, H, L_Q, E], flattened below in this order, as officially
+        return self.out_projection(out.reshape(b, l_q, -1)), weights  # [B, L_Q, d_model]
 
     def extra_repr(self) -> str:
         return f"n_heads={self.n_heads}, mix={self.mix}"
+
+
+def build_attention(kind: str, cfg: ModelConfig, causal: bool) -> AttentionCore:
+    """The core named ``kind`` (one of config.ATTENTION_KINDS) with the config's settings."""
+    from informer.model.favor import FavorAttention
+    from informer.model.probsparse import ProbAttention
+
+    if kind == "full":
+        return FullAttention(causal, cfg.dropout, cfg.output_attention)
+    if kind == "prob":
+        return ProbAttention(causal, cfg.factor, cfg.dropout, cfg.output_attention)
+    if kind == "favor":
+        return FavorAttention(causal, cfg.d_model // cfg.n_heads, cfg.nb_features,
+                              cfg.feature_redraw_interval, cfg.output_attention)
+    raise ValueError(f"unknown attention kind {kind!r}")

@@ -1,4 +1,4 @@
-"""Input embedding: values + position + calendar time, then dropout.
+"""Input embedding (paper section 3, Fig. 6): value token + position + calendar time, then dropout.
 
 ``x_mark`` layouts (see informer.data.timefeatures): ``embed='timeF'`` takes the float features
 ``[B, L, time_feature_dim(freq)]``; ``fixed`` and ``learned`` take the int64 calendar columns
@@ -15,7 +15,6 @@ from torch import nn
 
 from informer.config import ModelConfig
 from informer.data.timefeatures import CALENDAR_COLUMNS, CALENDAR_SIZES, is_sub_hourly, time_feature_dim
-from informer.model.dropout import Dropout
 
 
 def sinusoid_table(n_positions: int, d_model: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -29,46 +28,16 @@ def sinusoid_table(n_positions: int, d_model: int, device: torch.device | str | 
     return table
 
 
-def pad_time_circularly(x: torch.Tensor) -> torch.Tensor:
-    """``[B, L, C] -> [B, L + 2, C]``: the last step before the first, the first after the last."""
-    return _CircularTimePad.apply(x)
-
-
-class _CircularTimePad(torch.autograd.Function):
-    """Autograd of ``cat([x[:, -1:], x, x[:, :1]])`` would zero-fill and add two full-size gradients,
-    one per edge slice; here the edge rows' gradients are added to a single copy of the middle."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return torch.cat([x[:, -1:], x, x[:, :1]], dim=1)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad_x = grad[:, 1:-1].clone()
-        grad_x[:, -1] += grad[:, 0]
-        grad_x[:, 0] += grad[:, -1]
-        return grad_x
-
-
 class TokenEmbedding(nn.Module):
-    """Conv1d over time (kernel 3, circular padding): ``[B, L, C] -> [B, L, d_model]``.
-
-    Computed as one matrix product of each step's three-step window with the flattened kernel, which
-    is the same sum as the convolution but leaves the output in ``[B, L, d_model]`` memory order; a
-    convolution's ``[B, d_model, L]`` output would make every projection of the first layer copy it.
-    """
+    """Conv1d over time, kernel 3, circular padding: ``[B, L, C] -> [B, L, d_model]``."""
 
     def __init__(self, c_in: int, d_model: int) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(c_in, d_model, kernel_size=3, padding=0)
+        self.conv = nn.Conv1d(c_in, d_model, kernel_size=3, padding=1, padding_mode="circular")
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="leaky_relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, length, c_in = x.shape
-        windows = pad_time_circularly(x).unfold(1, 3, 1)  # [B, L, C, 3]: steps t-1, t, t+1
-        kernel = self.conv.weight.reshape(self.conv.out_channels, c_in * 3)  # same (C, 3) order
-        return F.linear(windows.reshape(b, length, c_in * 3), kernel, self.conv.bias)  # [B, L, d_model]
+        return self.conv(x.transpose(1, 2)).transpose(1, 2)  # [B, L, d_model]
 
 
 class PositionalEmbedding(nn.Module):
@@ -88,7 +57,7 @@ class PositionalEmbedding(nn.Module):
 
 
 class TimeFeatureEmbedding(nn.Module):
-    """``timeF``: a linear map (with bias, as in the paper's code) of the continuous time features."""
+    """``timeF``: a linear map of the continuous time features."""
 
     def __init__(self, d_model: int, freq: str) -> None:
         super().__init__()
@@ -107,15 +76,14 @@ class CalendarEmbedding(nn.Module):
 
     def __init__(self, d_model: int, freq: str, learned: bool) -> None:
         super().__init__()
-        used = [c for c in CALENDAR_COLUMNS if c != "minute" or is_sub_hourly(freq)]
-        self.names = used
-        self.columns = [CALENDAR_COLUMNS.index(c) for c in used]
+        self.names = [c for c in CALENDAR_COLUMNS if c != "minute" or is_sub_hourly(freq)]
+        self.columns = [CALENDAR_COLUMNS.index(c) for c in self.names]
         self.learned = learned
         if learned:
-            self.tables = nn.ModuleList(nn.Embedding(CALENDAR_SIZES[c], d_model) for c in used)
+            self.tables = nn.ModuleList(nn.Embedding(CALENDAR_SIZES[c], d_model) for c in self.names)
         else:
             # buffers, not frozen parameters: nothing to train, and rebuilt from d_model on load
-            for c in used:
+            for c in self.names:
                 table = sinusoid_table(CALENDAR_SIZES[c], d_model)
                 self.register_buffer(f"{c}_table", table, persistent=False)
 
@@ -141,11 +109,9 @@ class DataEmbedding(nn.Module):
         self.position_embedding = PositionalEmbedding(cfg.d_model)
         if cfg.embed == "timeF":
             self.temporal_embedding: nn.Module = TimeFeatureEmbedding(cfg.d_model, cfg.freq)
-        elif cfg.embed in ("fixed", "learned"):
-            self.temporal_embedding = CalendarEmbedding(cfg.d_model, cfg.freq, learned=cfg.embed == "learned")
         else:
-            raise ValueError(f"model.embed must be one of ['timeF', 'fixed', 'learned'], got {cfg.embed!r}")
-        self.dropout = Dropout(cfg.dropout)
+            self.temporal_embedding = CalendarEmbedding(cfg.d_model, cfg.freq, learned=cfg.embed == "learned")
+        self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:
         out = self.value_embedding(x) + self.position_embedding(x.shape[1]) + self.temporal_embedding(x_mark)

@@ -1,9 +1,8 @@
-"""Encoder: self-attention layers with optional self-attention distilling between them.
+"""Encoder (paper section 3.2): self-attention layers with self-attention distilling between them.
 
-Distilling (paper section 3.2) is Conv1d(k=3, circular) + BatchNorm + ELU + MaxPool(k=3, s=2, p=1),
-which halves the length rounding up (96 -> 48 -> 24, 25 -> 13). :class:`EncoderStack` is the
-InformerStack encoder: encoder ``i`` reads the last ``L // 2**i`` steps and the outputs are
-concatenated along time.
+Distilling is Conv1d(k=3, circular) + BatchNorm + ELU + MaxPool(k=3, s=2, p=1), which halves the
+length rounding up (96 -> 48 -> 24, 25 -> 13). :class:`EncoderStack` is the InformerStack encoder:
+encoder ``i`` reads the last ``L // 2**i`` steps and the outputs are concatenated along time.
 """
 
 from __future__ import annotations
@@ -13,11 +12,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from informer.model.attention import AttentionLayer
-from informer.model.dropout import Dropout
-from informer.model.embedding import pad_time_circularly
-from informer.model.feedforward import FeedForward
 
 Attentions = list[torch.Tensor | None]
+ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
+
+
+class FeedForward(nn.Module):
+    """Position-wise Linear, activation, dropout, Linear, dropout (the official two 1x1 convolutions)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float, activation: str) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, d_ff)
+        self.linear2 = nn.Linear(d_ff, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.activation = ACTIVATIONS[activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.dropout(self.activation(self.linear1(x)))  # [B, L, d_ff]
+        return self.dropout(self.linear2(hidden))  # [B, L, d_model]
 
 
 class EncoderLayer(nn.Module):
@@ -30,35 +42,28 @@ class EncoderLayer(nn.Module):
         self.feed_forward = FeedForward(d_model, d_ff, dropout, activation)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.attention(x, x, x, output_dropout=self.dropout)  # [B, L, d_model]
-        x = self.norm1(x + attended)
+        attended, weights = self.attention(x, x, x)  # [B, L, d_model]
+        x = self.norm1(x + self.dropout(attended))
         return self.norm2(x + self.feed_forward(x)), weights
 
 
 class DistilLayer(nn.Module):
-    """Self-attention distilling: ``[B, L, d_model] -> [B, ceil(L / 2), d_model]``.
-
-    The length-3 convolution and the pool run as their 2-D forms on a ``[B, d_model, 1, L]`` view in
-    channels-last memory order, which is the ``[B, L, d_model]`` layout the attention layers use: no
-    transposed copies on the way in or out, and the pool reduces contiguous channel vectors. The
-    parameters are still those of ``Conv1d`` and ``BatchNorm1d`` (same state dict).
-    """
+    """Self-attention distilling: ``[B, L, d_model] -> [B, ceil(L / 2), d_model]``."""
 
     def __init__(self, d_model: int) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(d_model, d_model, kernel_size=3, padding=0)  # circular padding is explicit
-        self.norm = nn.BatchNorm2d(d_model)  # state dict identical to BatchNorm1d's
+        self.conv = nn.Conv1d(d_model, d_model, kernel_size=3, padding=1, padding_mode="circular")
+        self.norm = nn.BatchNorm1d(d_model)
         self.activation = nn.ELU()
-        self.pool = nn.MaxPool2d(kernel_size=(1, 3), stride=(1, 2), padding=(0, 1))
+        self.pool = nn.MaxPool1d(kernel_size=3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = pad_time_circularly(x).transpose(1, 2).unsqueeze(2)  # [B, d_model, 1, L + 2], channels-last
-        y = F.conv2d(y, self.conv.weight.unsqueeze(2), self.conv.bias)  # [B, d_model, 1, L]
-        y = self.pool(self.activation(self.norm(y)))  # [B, d_model, 1, ceil(L / 2)]
-        return y.squeeze(2).transpose(1, 2)  # [B, ceil(L / 2), d_model]
+        y = self.conv(x.transpose(1, 2))  # [B, d_model, L]
+        y = self.pool(self.activation(self.norm(y)))  # [B, d_model, ceil(L / 2)]
+        return y.transpose(1, 2)  # [B, ceil(L / 2), d_model]
 
 
 class Encoder(nn.Module):
