@@ -1,15 +1,21 @@
 """The DDP scaling benchmark's pieces that run in a second: the worker's measurement (1 process, in this
 interpreter) and the efficiency arithmetic. The 2-process path is the one ``test_distributed.py`` already
-exercises through training; the benchmark itself is run by hand (``python -m
-informer.benchmark.ddp_scaling --quick``)."""
+exercises through training; the benchmark itself is run by hand (``python -m benchmarks.ddp_scaling
+--quick`` from the repository root)."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
-from informer.benchmark import ddp_scaling
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # benchmarks/ is not installed: import it from the checkout
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import ddp_scaling  # noqa: E402
 
 
 def test_worker_reports_global_throughput(capsys: pytest.CaptureFixture[str],

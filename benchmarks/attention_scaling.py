@@ -1,6 +1,6 @@
 """One attention layer, forward + backward, as the input grows: time and peak memory per length.
 
-Each (kind, L) point runs in its own interpreter (see :mod:`informer.benchmark.worker`) so its peak
+Each (kind, L) point runs in its own interpreter (see :mod:`benchmarks.worker`) so its peak
 RSS is its own. Lengths are the outer loop and kinds the inner one, so the kinds compared at one
 length are measured minutes apart at most, under similar machine load. A point whose predicted cost
 (the previous length's time, scaled by the kind's expected growth) exceeds the per-point budget is
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from informer.benchmark.common import Scale, log_log_slope, run_worker
+from benchmarks.common import Scale, log_log_slope, run_worker
 
 KINDS = ("prob", "full", "favor", "projections", "values_only")
 FIT_FROM = 384

@@ -55,8 +55,17 @@ def _train_step(sec: dict[str, Any]) -> list[str]:
                      _f(r["flops_per_step"] / 1e9, "{:.1f}"), _f(r["gflops_per_s"], "{:.1f}"),
                      _f(lim["gemm_conv"]["median_s"], "{:.3f}"), _f(r["step_vs_limit"]),
                      _f(r["step_vs_limit_best"])])
-    return lines + _table(["attn", "step s (median)", "step s (min)", "GFLOP/step", "GFLOP/s",
-                           "GEMM+conv limit s", "step / limit", "min / min"], rows)
+    lines += _table(["attn", "step s (median)", "step s (min)", "GFLOP/step", "GFLOP/s",
+                     "GEMM+conv limit s", "step / limit", "min / min"], rows)
+    return [*lines, _official(sec.get("official", {})), ""]
+
+
+def _official(official: dict[str, Any]) -> str:
+    if "vs_ours" not in official:
+        return f"Official Informer2020 training step: not available ({official.get('not_available', '-')})."
+    return ("Official Informer2020 training step (prob, paper default ETTh1 config, random batches), "
+            f"timed in this run: {official['median_s']:.3f} s median, {official['min_s']:.3f} s min, "
+            f"**{official['vs_ours']:.2f}x** our prob step.")
 
 
 def _attention(sec: dict[str, Any]) -> list[str]:
@@ -122,6 +131,8 @@ def _epoch(sec: dict[str, Any]) -> list[str]:
              f"{p['val']['windows']} windows)", ""]
     rows = [[name, _f(part["seconds"], "{:.1f}")] for name, part in p.items()]
     rows += [[f"epoch: {k}", _f(v, "{:.1f}")] for k, v in sec["epoch_seconds"].items()]
+    if "official_estimate" not in sec["epoch_seconds"]:
+        rows.append(["epoch: official_estimate", "not available (official step not measured)"])
     return lines + _table(["part", "seconds"], rows)
 
 
@@ -133,7 +144,8 @@ def _ddp(sec: dict[str, Any]) -> list[str]:
 
 
 def _goals(goals: dict[str, Any]) -> list[str]:
-    rows = [[name, _f(g["value"]), g["target"], _f(g["met"])] for name, g in goals.items()]
+    rows = [[name, _f(g["value"]), g["target"], _f(g["met"]) if g["value"] is not None else "not measured"]
+            for name, g in goals.items()]
     return ["### Goals (ratios from this run)", "", *_table(["goal", "value", "target", "met"], rows)]
 
 

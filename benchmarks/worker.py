@@ -1,4 +1,4 @@
-"""One measurement point in a fresh interpreter: ``python -m informer.benchmark.worker '<json task>'``.
+"""One measurement point in a fresh interpreter: ``python -m benchmarks.worker '<json task>'``.
 
 CPU torch has no allocator statistics, so peak memory is read from the kernel: the peak resident set
 (VmHWM) is reset to the current RSS through ``/proc/self/clear_refs`` just before the measured step
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from informer.benchmark.common import (
+from benchmarks.common import (
     Scale,
     current_rss_mib,
     peak_rss_mib,
@@ -41,8 +41,7 @@ class ProjectionsOnly(AttentionCore):
     without its core.
     """
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                query_rows: Any = None) -> tuple[torch.Tensor, None]:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, None]:
         return q + k + v, None  # [B, L, H, E]
 
 
@@ -53,8 +52,7 @@ class ValuesOnly(AttentionCore):
     floor lower than any layer that uses its queries and keys, kept in the table for comparison.
     """
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                query_rows: Any = None) -> tuple[torch.Tensor, None]:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, None]:
         return v, None  # [B, L, H, E]
 
 
@@ -114,8 +112,8 @@ def attention_point(task: dict[str, Any]) -> dict[str, Any]:
 
 def train_step_point(task: dict[str, Any]) -> dict[str, Any]:
     """A full-model training step at the task's lengths on random data (long-input section)."""
-    from informer.benchmark.common import random_batch
-    from informer.benchmark.train_step import StepRunner
+    from benchmarks.common import random_batch
+    from benchmarks.train_step import StepRunner
 
     scale = Scale(mode="worker", model=task["model"])
     cfg = scale.model_config(task["attn"])

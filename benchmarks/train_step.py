@@ -2,9 +2,12 @@
 
 For each attention kind: build the model (seed 0), Adam (lr 1e-4) and MSE as the training loop does,
 warm up, count the model FLOPs of one forward + backward with FlopCounterMode, record that step's
-GEMMs and convolutions (see :mod:`informer.benchmark.gemm_limit`), then alternate one timed
+GEMMs and convolutions (see :mod:`benchmarks.gemm_limit`), then alternate one timed
 optimizer step with one timed replay of the recorded products, so that both see the same machine
 load and their ratio stays meaningful on a shared machine.
+
+The official code's training step at the same config (ProbSparse; see :mod:`benchmarks.official`) is
+timed right after ours with ProbSparse: the pair that the official / ours ratio compares.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from informer.benchmark.common import ATTENTION_KINDS, Scale, summary, timed, training_batches
-from informer.benchmark.gemm_limit import Replay, breakdown, op_counts, record_step
+from benchmarks.common import ATTENTION_KINDS, Scale, summary, timed, training_batches
+from benchmarks.gemm_limit import Replay, breakdown, op_counts, record_step
+from benchmarks.official import OfficialStep, available
 from informer.data import make_decoder_input
 from informer.model import build_model
 
@@ -62,8 +66,8 @@ def _addmm_in_place_flops(self_shape: Any, a_shape: Any, b_shape: Any, *args: An
 
 
 def count_flops(fn: Any) -> int:
-    # FlopCounterMode knows addmm but not its in-place form, which the model uses to accumulate the
-    # input gradient of the shared Q/K/V projections (informer/model/projection.py)
+    # FlopCounterMode knows addmm but not its in-place form, which the limit's recorder replays as a GEMM:
+    # count both the same way
     in_place = {torch.ops.aten.addmm_: _addmm_in_place_flops}
     with FlopCounterMode(display=False, custom_mapping=in_place) as counter:
         fn()
@@ -118,10 +122,17 @@ def measure_kind(scale: Scale, attn: str, batches: list[tuple[torch.Tensor, ...]
     }
 
 
-def run(scale: Scale) -> dict[str, Any]:
+def run(scale: Scale, official: OfficialStep, log: Any = print) -> dict[str, Any]:
     cfg = scale.model_config("prob")
     data = training_batches(cfg, scale.batch, max(4, min(scale.steps + scale.warmup + 2, 32)))
-    results = {attn: measure_kind(scale, attn, data.items) for attn in ATTENTION_KINDS}
+    results: dict[str, Any] = {}
+    official_result: dict[str, Any] = {}
+    for attn in ATTENTION_KINDS:
+        results[attn] = measure_kind(scale, attn, data.items)
+        if attn == "prob":
+            official_result = dict(official.measure(log))
+            if available(official_result):
+                official_result["vs_ours"] = official_result["median_s"] / results["prob"]["step"]["median_s"]
     return {
         "config": {**{k: getattr(cfg, k) for k in ("seq_len", "label_len", "pred_len", "d_model", "n_heads",
                                                    "e_layers", "d_layers", "d_ff", "factor", "dropout")},
@@ -135,4 +146,5 @@ def run(scale: Scale) -> dict[str, Any]:
                    "from FlopCounterMode over forward + backward (dense ops only: ProbSparse's sampled "
                    "scores, a sparse kernel, are not counted)"),
         "kinds": results,
+        "official": official_result,
     }

@@ -8,7 +8,6 @@ code path in seconds; its numbers mean nothing).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import platform
@@ -17,8 +16,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,8 @@ import torch
 
 from informer.config import DatasetConfig, ModelConfig, ModelSpec, derive_model_config
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]  # benchmarks/ sits in the repository root
 ATTENTION_KINDS = ("prob", "full", "favor")
-OFFICIAL_STEP_SECONDS = 1.6  # the official code's training step at the default ETTh1 config, this machine
 
 
 @dataclass
@@ -40,6 +38,7 @@ class Scale:
     batch: int = 32
     warmup: int = 3
     steps: int = 20  # timed training steps per attention kind
+    official_steps: int = 20  # timed steps of the official code's training step (after its 3 warm-up steps)
     limit_reps: int = 20  # timed passes of the GEMM/conv replay, one after each timed step
     attn_batch: int = 8
     attn_d_model: int = 512
@@ -71,17 +70,16 @@ class Scale:
 def make_scale(quick: bool, tiny: bool) -> Scale:
     if tiny:
         return Scale(mode="tiny", model={"d_model": 32, "n_heads": 4, "d_ff": 64}, batch=4, warmup=1,
-                     steps=2, limit_reps=2, attn_reps=2, attn_batch=2, attn_d_model=32, attn_heads=4,
-                     attn_lengths=(48, 96), attn_budget_s=2.0, attn_max_point_s=10.0, attn_processes=1,
-                     long_lengths=(192,), long_pred_len=24, long_batch=2, long_reps=1, eval_batches=(16,),
-                     throughput_windows=32, forecast_reps=1, forecast_inproc_reps=2, epoch_train_batches=2,
-                     epoch_eval_windows=32, skip=("long_input",))
+                     steps=2, limit_reps=2, official_steps=1, attn_reps=2, attn_batch=2, attn_d_model=32,
+                     attn_heads=4, attn_lengths=(48, 96), attn_budget_s=2.0, attn_max_point_s=10.0,
+                     attn_processes=1, long_lengths=(192,), long_pred_len=24, long_batch=2, long_reps=1,
+                     eval_batches=(16,), throughput_windows=32, forecast_reps=1, forecast_inproc_reps=2,
+                     epoch_train_batches=2, epoch_eval_windows=32, skip=("long_input",))
     if quick:
-        return Scale(mode="quick", model={}, warmup=1, steps=3, limit_reps=3, attn_lengths=(96, 384),
-                     attn_reps=2, attn_budget_s=5.0, attn_processes=1, eval_batches=(64,),
-                     throughput_windows=128,
-                     forecast_reps=1, forecast_inproc_reps=3, epoch_train_batches=3, epoch_eval_windows=128,
-                     skip=("long_input",))
+        return Scale(mode="quick", model={}, warmup=1, steps=3, limit_reps=3, official_steps=3,
+                     attn_lengths=(96, 384), attn_reps=2, attn_budget_s=5.0, attn_processes=1,
+                     eval_batches=(64,), throughput_windows=128, forecast_reps=1, forecast_inproc_reps=3,
+                     epoch_train_batches=3, epoch_eval_windows=128, skip=("long_input",))
     return Scale(mode="full", model={})
 
 
@@ -220,12 +218,6 @@ class Batches:
 
     items: list[tuple[torch.Tensor, ...]]
     source: str
-    bundle: Any = None  # the DataBundle when real data was used
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def cycle(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        while True:
-            yield from self.items
 
 
 def load_bundle(cfg: ModelConfig) -> Any | None:
@@ -265,11 +257,7 @@ def training_batches(cfg: ModelConfig, batch: int, count: int) -> Batches:
         items.append(tuple(t.contiguous() for t in item))
         if len(items) == count:
             break
-    return Batches(items, f"ETTh1 train split ({bundle.source})", bundle)
-
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
+    return Batches(items, f"ETTh1 train split ({bundle.source})")
 
 
 # ---------------------------------------------------------------------------------------- subprocess
@@ -327,5 +315,5 @@ def run_json_command(cmd: list[str], threads: int, timeout_s: float) -> dict[str
 
 def run_worker(task: dict[str, Any], threads: int, timeout_s: float) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter (clean peak RSS); returns its JSON or an error entry."""
-    cmd = [sys.executable, "-m", "informer.benchmark.worker", json.dumps({**task, "threads": threads})]
+    cmd = [sys.executable, "-m", "benchmarks.worker", json.dumps({**task, "threads": threads})]
     return run_json_command(cmd, threads, timeout_s)

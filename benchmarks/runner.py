@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from informer.benchmark import (
+from benchmarks import (
     attention_scaling,
     ddp_scaling,
     epoch,
@@ -19,7 +19,8 @@ from informer.benchmark import (
     report,
     train_step,
 )
-from informer.benchmark.common import Scale, machine_info, make_scale, set_threads
+from benchmarks.common import Scale, machine_info, make_scale, set_threads
+from benchmarks.official import OfficialStep, locate
 
 SECTIONS = ("train_step", "attention_scaling", "long_input", "inference", "epoch", "ddp_scaling")
 ALIASES = {"gemm_limit": "train_step", "attention": "attention_scaling", "long": "long_input"}
@@ -38,13 +39,14 @@ def resolve_sections(names: list[str] | None, scale: Scale) -> list[str]:
     return [s for s in SECTIONS if s in chosen]
 
 
-def _section_fn(name: str, scale: Scale, threads: int, log: Callable[[str], None]) -> Callable[[], Any]:
+def _section_fn(name: str, scale: Scale, threads: int, official: OfficialStep,
+                log: Callable[[str], None]) -> Callable[[], Any]:
     return {
-        "train_step": lambda: train_step.run(scale),
+        "train_step": lambda: train_step.run(scale, official, log),
         "attention_scaling": lambda: attention_scaling.run(scale, threads, log),
         "long_input": lambda: long_input.run(scale, threads, log),
         "inference": lambda: inference.run(scale, threads, log),
-        "epoch": lambda: epoch.run(scale, log),
+        "epoch": lambda: epoch.run(scale, official, log),
         # equal total threads: 1 process x T vs 2 processes x T/2 (T even, at least 2)
         "ddp_scaling": lambda: ddp_scaling.ddp_scaling(quick=scale.mode != "full",
                                                       threads_total=max(2, threads - threads % 2)),
@@ -56,11 +58,15 @@ def _print(message: str) -> None:
 
 
 def run_benchmark(out: Path, *, quick: bool = False, tiny: bool = False, sections: list[str] | None = None,
-                  threads: int = 2, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  threads: int = 2, official: Path | None = None,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the sections and write ``out/results.json`` and ``out/results.md``. ``official`` is the
+    script that times the official training step (default: :func:`benchmarks.official.locate`)."""
     log = log or _print
     scale = make_scale(quick, tiny)
     names = resolve_sections(sections, scale)
     set_threads(threads)
+    official_step = OfficialStep(locate(official), scale.official_steps, threads)
     started = time.perf_counter()
     results: dict[str, Any] = {"mode": scale.mode, "machine": machine_info(threads), "sections": {},
                                "section_seconds": {}}
@@ -68,7 +74,7 @@ def run_benchmark(out: Path, *, quick: bool = False, tiny: bool = False, section
         log(f"[{name}]")
         t0 = time.perf_counter()
         try:
-            results["sections"][name] = _section_fn(name, scale, threads, log)()
+            results["sections"][name] = _section_fn(name, scale, threads, official_step, log)()
         except Exception as exc:  # a broken section is reported, the others still run
             results["sections"][name] = {"error": f"{type(exc).__name__}: {exc}",
                                          "traceback": traceback.format_exc().splitlines()[-6:]}

@@ -11,6 +11,7 @@ load once, then repeated forecasts (``informer.forecast.forecast_latency``).
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import pandas as pd
 import torch
 
 import informer
-from informer.benchmark.common import ATTENTION_KINDS, REPO_ROOT, Scale, data_dir, load_bundle, random_batch
+from benchmarks.common import ATTENTION_KINDS, REPO_ROOT, Scale, data_dir, load_bundle, random_batch
 from informer.checkpoint import save_checkpoint
 from informer.data import make_decoder_input
 from informer.model import build_model
@@ -117,8 +118,6 @@ def _forecast_process(checkpoint: Path, csv: Path, out: Path, plot: bool, thread
     cmd = [sys.executable, str(REPO_ROOT / "scripts" / "forecast.py"), f"checkpoint={checkpoint}",
            f"input={csv}", f"output={out}", "overwrite=true"] + ([] if plot else ["plot=none"])
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    import os
-
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO_ROOT,
                           timeout=300)

@@ -21,7 +21,7 @@ Efficiency, two ways:
 * ``efficiency_classic`` = throughput(2xH) / (2 x throughput(1xH)) with H threads per process, the
   textbook strong-scaling efficiency (doubling the cores); reported when threads_total is 2 (H = 1).
 
-Standalone: ``python -m informer.benchmark.ddp_scaling --quick`` prints the result as JSON.
+Standalone: ``python -m benchmarks.ddp_scaling --quick`` prints the result as JSON.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import sys
 import time
 from typing import Any
 
-from informer.benchmark.common import run_json_command
+from benchmarks.common import run_json_command
 
 GLOBAL_BATCH = 32
 # quick: a toy model that still runs every layer; full: the paper's layer counts at half its width
@@ -125,7 +125,7 @@ def _timed_training(task: dict[str, Any], world: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ driver
 def _launch(processes: int, threads: int, task: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-           "-m", "informer.benchmark.ddp_scaling", "--worker", json.dumps({**task, "threads": threads})]
+           "-m", "benchmarks.ddp_scaling", "--worker", json.dumps({**task, "threads": threads})]
     failures = []
     for _ in range(2):  # one retry: a rendezvous on a busy machine now and then fails to form
         started = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from informer.benchmark.common import ATTENTION_KINDS, Scale, run_worker
+from benchmarks.common import ATTENTION_KINDS, Scale, run_worker
 
 
 def run(scale: Scale, threads: int, log: Any = print) -> dict[str, Any]:

@@ -13,8 +13,9 @@ Components, all on ETTh1 at the default config with ProbSparse attention, measur
 Ratios: ``test_every_epoch`` = (train + val + test) / (train + val), the cost of scoring the test split
 each epoch with the same evaluation code; ``official_style`` = (train + val_grad + test_grad) /
 (train + val), the same training steps under the official evaluation habits; ``official_estimate``
-= (steps x 1.6 s + val_grad + test_grad) / (train + val), with the official code's own step time on
-this machine (measured separately, idle machine, 2 threads) standing in for its training steps.
+= (steps x official step + val_grad + test_grad) / (train + val), with the official code's median
+training step timed in this run (:mod:`benchmarks.official`) standing in for its training steps; not
+measured when that step is not available.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from informer.benchmark.common import OFFICIAL_STEP_SECONDS, Scale, load_bundle
-from informer.benchmark.train_step import StepRunner
+from benchmarks.common import Scale, load_bundle
+from benchmarks.official import OfficialStep, available
+from benchmarks.train_step import StepRunner
+from informer.data import make_decoder_input
 
 
 def _official_style_eval(model: nn.Module, dataset: Any, cfg: Any, max_windows: int | None) -> dict[str, Any]:
-    from informer.data import make_decoder_input
-
     loader = torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=False, drop_last=True)
     total = len(loader)
     limit = total if max_windows is None else max(1, min(total, max_windows // 32))
@@ -52,37 +53,20 @@ def _official_style_eval(model: nn.Module, dataset: Any, cfg: Any, max_windows: 
 
 
 def _our_eval(model: nn.Module, bundle: Any, split: str, max_windows: int | None) -> dict[str, Any]:
+    # here, not at the top: a broken training package then fails this section alone, not the suite
+    from informer.training import evaluate_split
+
     n_all = len(bundle.split(split))
     n = n_all if max_windows is None else min(n_all, max_windows)
-    try:
-        from informer.training import evaluate_split
-    except ImportError:  # training package absent: the same loop, composed here
-        evaluate_split = None
     start = time.perf_counter()
-    if evaluate_split is not None:
-        evaluate_split(model, bundle, split, batch_size=64, device=torch.device("cpu"),
-                       autocast=contextlib.nullcontext, max_windows=n, baselines=False)
-        how = "informer.training.evaluate_split"
-    else:
-        _inference_loop(model, bundle, split, n)
-        how = "inference_mode loop (informer.training not importable)"
+    evaluate_split(model, bundle, split, batch_size=64, device=torch.device("cpu"),
+                   autocast=contextlib.nullcontext, max_windows=n, baselines=False)
     elapsed = time.perf_counter() - start
     model.train()
-    return {"seconds": elapsed * n_all / n, "measured_windows": n, "windows": n_all, "how": how}
+    return {"seconds": elapsed * n_all / n, "measured_windows": n, "windows": n_all}
 
 
-@torch.inference_mode()
-def _inference_loop(model: nn.Module, bundle: Any, split: str, n: int) -> None:
-    from informer.data import make_decoder_input
-
-    model.eval()
-    windows = torch.utils.data.Subset(bundle.split(split), range(n))
-    loader = torch.utils.data.DataLoader(windows, batch_size=64)
-    for x_enc, x_mark, y, y_mark in loader:
-        model(x_enc, x_mark, make_decoder_input(y, bundle.label_len, bundle.pred_len), y_mark)
-
-
-def run(scale: Scale, log: Any = print) -> dict[str, Any]:
+def run(scale: Scale, official: OfficialStep, log: Any = print) -> dict[str, Any]:
     cfg = scale.model_config("prob")
     bundle = load_bundle(cfg)
     if bundle is None:
@@ -111,16 +95,18 @@ def run(scale: Scale, log: Any = print) -> dict[str, Any]:
             f"{parts[f'{split}_grad']['seconds']:.1f} s")
     sec = {name: part["seconds"] for name, part in parts.items()}
     ours = sec["train"] + sec["val"]
-    # the official loop as a whole: its measured step time on this machine, its evaluation habits
-    official = steps_per_epoch * OFFICIAL_STEP_SECONDS + sec["val_grad"] + sec["test_grad"]
+    epoch_seconds = {"ours": ours, "test_every_epoch": ours + sec["test"],
+                     "official_style": sec["train"] + sec["val_grad"] + sec["test_grad"]}
+    official_step = official.measure(log)
+    if available(official_step):
+        # the official loop as a whole: its training steps timed in this run, its evaluation habits
+        epoch_seconds["official_estimate"] = (steps_per_epoch * official_step["median_s"]
+                                              + sec["val_grad"] + sec["test_grad"])
     return {
         "config": {"attn": "prob", "batch": scale.batch, "eval_batch": 64, "official_eval_batch": 32},
         "method": __doc__.split("\n\n", 1)[1].strip(),
         "parts": parts,
-        "epoch_seconds": {"ours": ours, "test_every_epoch": ours + sec["test"],
-                          "official_style": sec["train"] + sec["val_grad"] + sec["test_grad"],
-                          "official_estimate": official},
-        "ratios": {"test_every_epoch": (ours + sec["test"]) / ours,
-                   "official_style": (sec["train"] + sec["val_grad"] + sec["test_grad"]) / ours,
-                   "official_estimate": official / ours},
+        "official_step": official_step,
+        "epoch_seconds": epoch_seconds,
+        "ratios": {name: seconds / ours for name, seconds in epoch_seconds.items() if name != "ours"},
     }
