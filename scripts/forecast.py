@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from informer.errors import report_user_errors
-from informer.forecast_app import HELP, parse_options, run_forecast
+from informer.forecast.cli import HELP, parse_options, run_forecast
 
 
 @report_user_errors

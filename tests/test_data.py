@@ -61,11 +61,10 @@ def test_etth1_split_borders_and_window_counts(etth1: DataBundle) -> None:
 
 
 def test_val_and_test_windows_start_seq_len_before_their_border(etth1: DataBundle) -> None:
-    assert etth1.val.window_start(0) == 8640 - SEQ and etth1.val.target_start(0) == 8640
-    assert etth1.test.window_start(0) == 11520 - SEQ and etth1.test.target_start(0) == 11520
+    assert etth1.val.window_start(0) == 8640 - SEQ and etth1.test.window_start(0) == 11520 - SEQ
     # every target step of the split is scored: first window forecasts the border, last one the end
     for split, end in ((etth1.val, 11520), (etth1.test, 14400)):
-        assert split.target_start(len(split) - 1) + PRED == end
+        assert split.window_start(len(split) - 1) + SEQ + PRED == end
     with pytest.raises(IndexError):
         etth1.test[len(etth1.test)]
 

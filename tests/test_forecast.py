@@ -261,7 +261,7 @@ def test_default_output_names_follow_the_origin(tiny_ckpt: Path, tmp_path: Path)
 
 def test_wide_plot_keeps_the_target_and_says_so(tmp_path: Path) -> None:
     from informer.forecast import Forecaster
-    from informer.forecast_plot import render_forecast_png
+    from informer.forecast.plot import render_forecast_png
 
     n, rng = 120, np.random.default_rng(1)
     df = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=n, freq="D"),

@@ -145,6 +145,15 @@ def test_nan_in_last_window(tmp_path: Path, ckpt: Path, ett: pd.DataFrame) -> No
     assert "'MULL'" in message and f"line {len(ett) - 7 + 2}" in message and "missing" in message
 
 
+def test_problems_before_the_window_do_not_stop_a_forecast(ckpt: Path, ett: pd.DataFrame) -> None:
+    from informer.forecast import Forecaster
+
+    fc = Forecaster.from_checkpoint(ckpt)
+    reference = fc.predict(ett)
+    old = ett.drop(index=100).assign(OT=ett["OT"].where(ett.index != 200))  # a gap and a NaN, long ago
+    pd.testing.assert_frame_equal(fc.predict(old), reference)
+
+
 def test_as_of_outside_the_data(tmp_path: Path, ckpt: Path, etth1_csv: Path) -> None:
     message = refused(f"checkpoint={ckpt}", f"input={etth1_csv}", "as_of=2030-01-01 00:00:00",
                       f"output={tmp_path / 'o.csv'}")

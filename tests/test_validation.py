@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from informer.data import check_regular, future_timestamps, read_series_csv
+from informer.data import check_order, check_regular, future_timestamps, numeric_values, read_series_csv
 from informer.errors import DataError, UserError
 
 
@@ -238,3 +238,17 @@ def test_check_regular_helper_for_forecast_inputs() -> None:
         check_regular(index, "15min", "input.csv")
     future = future_timestamps(index[-1], "h", 3)
     assert list(future) == list(pd.date_range("2020-01-01 10:00", periods=3, freq="h"))
+
+
+def test_forecast_window_checks_name_the_row_of_the_whole_input() -> None:
+    """Forecasting checks a slice of its input: messages give the slice's rows in the whole input."""
+    index = pd.date_range("2020-01-01", periods=10, freq="h")
+    with pytest.raises(DataError, match=r"at line 16: .*'h' is the frequency the model was trained on"):
+        check_regular(index.delete(4), "h", "input.csv", trained=True, first_row=10)
+    with pytest.raises(DataError, match=r"rows 12 and 13 \(row 13 repeats it"):
+        check_order(index.insert(3, index[2]), "the DataFrame", first_row=10, in_file=False)
+    frame = pd.DataFrame({"OT": [1.0, float("nan"), 3.0], "load": ["1", "2", "x"]})
+    with pytest.raises(DataError, match=r"'OT' has an empty or NaN cell at line 23"):
+        numeric_values(frame, "input.csv", first_row=20)
+    with pytest.raises(DataError, match=r"'load' has the non-numeric value 'x' at line 24"):
+        numeric_values(frame, "input.csv", first_row=20, allow_missing=True)

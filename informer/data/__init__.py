@@ -1,7 +1,8 @@
 """Data layer: validated CSV reading, chronological splits, train-only scaling, time marks, windows.
 
-``load_data_bundle`` is the entry point for training and evaluation; ``read_series_csv`` (with
-``check_regular``) is shared with forecasting so that input CSVs get the same checks.
+``load_data_bundle`` is the entry point for training and evaluation. Forecasting reads its input with
+the same reader and checks (``read_csv_frame``, ``parse_timestamps``, ``check_order``,
+``check_regular``, ``numeric_values``), applied to the rows a forecast reads.
 """
 
 from informer.data.datasets import (
@@ -29,7 +30,7 @@ from informer.data.frequency import (
 )
 from informer.data.scaling import apply_scaling, fit_train_scaler, invert_scaling, scaler_from_stats
 from informer.data.timefeatures import time_feature_dim, time_features
-from informer.data.validation import parse_timestamps, read_series_csv
+from informer.data.validation import numeric_values, parse_timestamps, read_csv_frame, read_series_csv
 
 __all__ = [
     "ETT_SHA256",
@@ -53,7 +54,9 @@ __all__ = [
     "make_decoder_input",
     "model_columns",
     "normalize_freq",
+    "numeric_values",
     "parse_timestamps",
+    "read_csv_frame",
     "read_series_csv",
     "resolve_data_path",
     "resolve_frequency",

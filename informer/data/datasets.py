@@ -110,10 +110,6 @@ class WindowDataset(Dataset):
         """Row (into the bundle's timestamps) of ``x_enc[0]`` for window ``i``."""
         return self.start + self._index(i)
 
-    def target_start(self, i: int) -> int:
-        """Row of the first forecast step of window ``i``."""
-        return self.window_start(i) + self.seq_len
-
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         s = self.start + self._index(i)
         e = s + self.seq_len

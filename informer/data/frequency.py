@@ -19,6 +19,7 @@ from informer.data.timefeatures import frequency_resolution
 from informer.errors import DataError
 
 _FREQ_EXAMPLES = "'h', '15min', 's', 'D', 'B', 'W', 'MS'"
+CSV_FIRST_DATA_LINE = 2  # line 1 of a CSV is its header
 
 
 def to_pandas_offset(freq: str, source: str | Path = "dataset.freq") -> BaseOffset:
@@ -86,65 +87,86 @@ def resolve_frequency(index: pd.DatetimeIndex, freq: str | None,
     odd = int(uneven[0])
     raise DataError(
         f"{source}: cannot infer the frequency: the most common step is {common}, but the step before "
-        f"line {odd + 3} is {steps[odd]}; set dataset.freq (e.g. {_FREQ_EXAMPLES}) to the series' "
+        f"{row_label(odd + 1)} is {steps[odd]}; set dataset.freq (e.g. {_FREQ_EXAMPLES}) to the series' "
         "sampling frequency"
     )
 
 
-def check_order(index: pd.DatetimeIndex, source: str | Path, first_line: int = 2) -> None:
-    """Timestamps must strictly increase: report the first duplicate or backwards step by line."""
+def row_label(row: int, in_file: bool = True) -> str:
+    """Where 0-based data row ``row`` is: ``line N`` of a CSV (the header is line 1), else ``row N``."""
+    return f"line {row + CSV_FIRST_DATA_LINE}" if in_file else f"row {row}"
+
+
+def _row_pair(row: int, in_file: bool) -> str:
+    """``lines N and N+1`` (or ``rows ...``): data rows ``row`` and ``row + 1``."""
+    first = row + CSV_FIRST_DATA_LINE if in_file else row
+    return f"{'lines' if in_file else 'rows'} {first} and {first + 1}"
+
+
+def check_order(index: pd.DatetimeIndex, source: str | Path, *, first_row: int = 0,
+                in_file: bool = True) -> None:
+    """Timestamps must strictly increase: report the first duplicate or backwards step by its row.
+
+    ``first_row`` is the data row of ``index[0]``; rows are named as file lines when ``in_file``.
+    """
     steps = (index[1:] - index[:-1]).to_numpy()
     bad = np.flatnonzero(steps <= np.timedelta64(0))
     if not bad.size:
         return
-    row = int(bad[0])
-    here, there = first_line + row, first_line + row + 1
-    if steps[row] == np.timedelta64(0):
+    row = first_row + int(bad[0])
+    here, there = row_label(row, in_file), row_label(row + 1, in_file)
+    if steps[bad[0]] == np.timedelta64(0):
         count = int(index.duplicated().sum())
-        raise DataError(f"{source}: duplicate timestamp {index[row]} at lines {here} and {there} "
-                        f"({count} duplicated timestamp(s) in all); keep one row per timestamp")
+        raise DataError(f"{source}: duplicate timestamp {index[bad[0]]} at {_row_pair(row, in_file)} "
+                        f"({there} repeats it; {count} duplicated timestamp(s) in all); "
+                        "keep one row per timestamp")
     count = int((steps < np.timedelta64(0)).sum())
-    raise DataError(f"{source}: timestamps are out of order: line {there} ({index[row + 1]}) comes after "
-                    f"line {here} ({index[row]}) ({count} backward step(s) in all); "
-                    "sort the rows by date")
+    raise DataError(f"{source}: timestamps are out of order: {there} ({index[bad[0] + 1]}) comes after "
+                    f"{here} ({index[bad[0]]}) ({count} backward step(s) in all); sort the rows by date")
 
 
 def check_regular(index: pd.DatetimeIndex, freq: str, source: str | Path = "the series", *,
-                  inferred: bool = False, first_line: int = 2) -> None:
+                  inferred: bool = False, trained: bool = False, first_row: int = 0,
+                  in_file: bool = True) -> None:
     """Check that ``index`` is strictly increasing and continues one ``freq`` step at a time.
 
-    Used for training CSVs and for forecast inputs (whose frequency must be the checkpoint's). The
-    first problem is reported by file line (``first_line`` is the line of ``index[0]``) together with
-    the expected and the found timestamp and the number of gaps.
+    Used for training CSVs (the whole series) and for forecast inputs (the rows a forecast reads,
+    ``trained=True``: the frequency is the checkpoint's, so the fix is to resample, not to change
+    dataset.freq). The first problem is reported by its row (``first_row`` is the data row of
+    ``index[0]``) with the expected and the found timestamp and the number of problems.
     """
     offset = to_pandas_offset(freq, source)
-    guess = (f" (the frequency {freq!r} was inferred from the most common step; set dataset.freq "
-             "if that is wrong)") if inferred else ""
+    if inferred:
+        guess = (f" (the frequency {freq!r} was inferred from the most common step; set dataset.freq "
+                 "if that is wrong)")
+    else:
+        guess = f" ({freq!r} is the frequency the model was trained on)" if trained else ""
     if len(index) == 0:
         return
     if not isinstance(offset, Tick) and not offset.is_on_offset(index[0]):
-        raise DataError(f"{source}: the first timestamp {index[0]} (line {first_line}) is not a "
-                        f"{freq!r} timestamp{guess}; start the series on one or set dataset.freq")
+        fix = f"resample the data to {freq!r}" if trained else "start the series on one or set dataset.freq"
+        raise DataError(f"{source}: the first timestamp {index[0]} ({row_label(first_row, in_file)}) is "
+                        f"not a {freq!r} timestamp{guess}; {fix}")
     expected = index[:-1] + offset
     wrong = np.flatnonzero(index[1:] != expected)
     if not wrong.size:
         return
-    row = int(wrong[0])
-    before, found, want = index[row], index[row + 1], expected[row]
-    line = first_line + row + 1
+    k = int(wrong[0])
+    before, found, want = index[k], index[k + 1], expected[k]
+    prev, here = row_label(first_row + k, in_file), row_label(first_row + k + 1, in_file)
     if found <= before:
-        check_order(index, source, first_line)
+        check_order(index, source, first_row=first_row, in_file=in_file)
     if found < want:
         raise DataError(
-            f"{source}: timestamp {found} at line {line} is off the {freq!r} grid: the step from line "
-            f"{line - 1} ({before}) is {found - before}, expected {want}{guess}; resample the series "
-            f"to one row per {freq!r} step ({wrong.size} irregular step(s) in all)"
+            f"{source}: timestamp {found} at {here} is off the {freq!r} grid: the step from {prev} "
+            f"({before}) is {found - before}, expected {want}{guess}; resample the series to one row per "
+            f"{freq!r} step ({wrong.size} irregular step(s) in all)"
         )
     missing = _count_missing(index, offset)
     raise DataError(
-        f"{source}: gap in the series at line {line}: expected {want} after line {line - 1} ({before}), "
-        f"found {found}{guess}; {wrong.size} gap(s) in all ({missing} missing timestamp(s)); fill the "
-        "missing rows (e.g. reindex and interpolate) so the series is regular"
+        f"{source}: gap in the series at {here}: expected {want} after {prev} ({before}), found {found}, "
+        f"so the series does not continue at {freq!r}{guess}; {wrong.size} gap(s) in all ({missing} "
+        "missing timestamp(s)); fill the missing rows (e.g. reindex and interpolate) so the series is regular"
     )
 
 

@@ -1,14 +1,17 @@
 """Read a time-series CSV and check it, with one clear :class:`DataError` per problem.
 
 Every message names the file, the place (``line N`` of the file, the header being line 1, or the
-column) and the fix. :func:`read_series_csv` is the one reader used for training data and for the
-input CSVs of forecasting, so both get the same checks:
+column) and the fix. Training reads a whole series with :func:`read_series_csv`:
 
 1. the file exists, is not empty, is UTF-8 text and splits into more than one comma-separated column;
 2. the date column (and target, and any requested columns) exist;
 3. every timestamp parses, and timestamps strictly increase (no duplicates, sorted);
 4. the frequency is the one given, or is inferred, and the series has no gaps at that frequency;
 5. every value cell is a finite number.
+
+Forecasting (``informer.forecast.io``) uses the same pieces, :func:`read_csv_frame`,
+:func:`parse_timestamps`, :func:`numeric_values` and the checks of ``informer.data.frequency``, but
+applies steps 4 and 5 only to the rows a forecast reads.
 """
 
 from __future__ import annotations
@@ -23,18 +26,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from informer.data.frequency import check_order, check_regular, resolve_frequency
+from informer.data.frequency import check_order, check_regular, resolve_frequency, row_label
 from informer.errors import DataError
 
 log = logging.getLogger(__name__)
 
 _SNIFF_BYTES = 64 * 1024
 _OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
-
-
-def line_of(row: int) -> int:
-    """The file line of 0-based data row ``row`` (the header is line 1)."""
-    return row + 2
+_PATH_FIX = "check the path (dataset.path, or paths.data_dir / INFORMER_DATA_DIR for the ETT files)"
+FILL_FIX = "fill them (e.g. interpolate) rather than deleting rows, which would leave gaps in the series"
+TEXT_FIX = "value columns must hold numbers only"
 
 
 def read_series_csv(path: str | Path, date_column: str = "date", freq: str | None = None,
@@ -49,39 +50,28 @@ def read_series_csv(path: str | Path, date_column: str = "date", freq: str | Non
     one inferred from the timestamps. Any problem raises :class:`DataError`.
     """
     path = Path(path)
-    _check_file(path)
-    frame = _read_frame(path)
+    frame = read_csv_frame(path)
     wanted = _select_columns(frame, path, date_column, columns, target)
     index = parse_timestamps(frame[date_column], path, date_column)
     check_order(index, path)
     freq, inferred = resolve_frequency(index, freq, path)
     check_regular(index, freq, path, inferred=inferred)
     explicit = set(columns or ()) | ({target} if target else set())
-    names, values = _numeric_values(frame, wanted, path, explicit)
+    names = _value_columns(frame, wanted, path, explicit)
+    values = numeric_values(frame[names], path,
+                            text_fix=f"{TEXT_FIX} (or leave the column out with dataset.columns)")
     return pd.DataFrame(values, index=index, columns=names), freq
 
 
-def _check_file(path: Path) -> None:
-    fix = "check the path (dataset.path, or paths.data_dir / INFORMER_DATA_DIR for the ETT files)"
-    if not path.exists():
-        raise DataError(f"data file {path} does not exist; {fix}")
-    if not path.is_file():
-        raise DataError(f"data path {path} is not a file; {fix}")
-    if path.stat().st_size == 0:
-        raise DataError(f"data file {path} is empty (0 bytes); it needs a header line and data rows")
-    with path.open("rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
-    if b"\x00" in head:
-        raise DataError(f"{path} is not a CSV text file (it contains binary data); "
-                        "export the data as comma-separated UTF-8 text")
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded); "
-                        "save the CSV with UTF-8 encoding") from exc
+def read_csv_frame(path: str | Path, what: str = "data file", fix: str = _PATH_FIX) -> pd.DataFrame:
+    """The CSV's cells as pandas reads them, one row per line after the header, blank lines included.
 
-
-def _read_frame(path: Path) -> pd.DataFrame:
+    Checks only that the file can be used as a CSV (exists, text, comma-separated, unique column
+    names, at least one data row); ``what`` and ``fix`` name the file's role in the messages about a
+    missing path. Column names are stripped of surrounding spaces.
+    """
+    path = Path(path)
+    _check_file(path, what, fix)
     header = _header(path)
     if len(header) < 2:
         found = header[0] if header else ""
@@ -99,12 +89,15 @@ def _read_frame(path: Path) -> pd.DataFrame:
         # blank lines are kept as empty rows so that row numbers map to file lines
         frame = pd.read_csv(path, skip_blank_lines=False, encoding="utf-8-sig")
     except pd.errors.EmptyDataError as exc:
-        raise DataError(f"data file {path} is empty; it needs a header line and data rows") from exc
+        raise DataError(f"{what} {path} is empty; it needs a header line and data rows") from exc
     except pd.errors.ParserError as exc:
         raise DataError(f"{path} is not a well-formed CSV ({str(exc).strip()}); every line must have "
                         "as many comma-separated fields as the header (line 1)") from exc
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text; save the CSV with UTF-8 encoding") from exc
+    except ValueError as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path} cannot be parsed as a CSV ({first})") from exc
     frame.columns = [str(name).strip() for name in frame.columns]
     # blank lines at the very end of a file are harmless; drop them
     filled = np.flatnonzero(frame.notna().any(axis=1).to_numpy())
@@ -112,6 +105,28 @@ def _read_frame(path: Path) -> pd.DataFrame:
     if len(frame) == 0:
         raise DataError(f"{path} has a header line but no data rows; add the series' rows below it")
     return frame
+
+
+def _check_file(path: Path, what: str, fix: str) -> None:
+    if not path.exists():
+        raise DataError(f"{what} {path} does not exist; {fix}")
+    if not path.is_file():
+        raise DataError(f"{what} {path} is not a file; {fix}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{what} {path} is empty (0 bytes); it needs a header line and data rows")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except PermissionError:
+        raise DataError(f"{what} {path} cannot be read (permission denied)") from None
+    if b"\x00" in head:
+        raise DataError(f"{path} is not a CSV text file (it contains binary data); "
+                        "export the data as comma-separated UTF-8 text")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded); "
+                        "save the CSV with UTF-8 encoding") from exc
 
 
 def _header(path: Path) -> list[str]:
@@ -148,15 +163,19 @@ def _select_columns(frame: pd.DataFrame, path: Path, date_column: str,
     return selected
 
 
-def parse_timestamps(raw: pd.Series, source: str | Path, date_column: str = "date") -> pd.DatetimeIndex:
-    """Parse a column of date strings, naming the line and value of the first one that fails."""
-    text = raw.astype("string").str.strip()
-    empty = np.flatnonzero((text.isna() | (text == "")).to_numpy())
-    if empty.size:
-        line = line_of(int(empty[0]))
-        raise DataError(f"{source}: the date column {date_column!r} is empty at line {line} "
-                        f"({empty.size} empty date cell(s) in all); give every row a timestamp "
-                        "(a blank line also counts as an empty row)")
+def parse_timestamps(raw: pd.Series | pd.Index, source: str | Path, date_column: str = "date", *,
+                     in_file: bool = True) -> pd.DatetimeIndex:
+    """Parse a column of timestamps, naming the row and value of the first one that fails.
+
+    Values that already are datetimes (a DataFrame's datetime column or DatetimeIndex) are kept as
+    they are, time zone included; rows are named as file lines when ``in_file``.
+    """
+    values = pd.Series(raw.array) if isinstance(raw, pd.Index) else raw.reset_index(drop=True)
+    if pd.api.types.is_datetime64_any_dtype(values):
+        _refuse_empty(values.isna().to_numpy(), source, date_column, in_file)
+        return pd.DatetimeIndex(values, name=date_column)
+    text = values.astype("string").str.strip()
+    _refuse_empty((text.isna() | (text == "")).to_numpy(), source, date_column, in_file)
     strings = text.astype(object)
     try:
         with warnings.catch_warnings():
@@ -164,55 +183,80 @@ def parse_timestamps(raw: pd.Series, source: str | Path, date_column: str = "dat
             warnings.simplefilter("ignore", UserWarning)
             parsed = pd.to_datetime(strings)
     except (ValueError, TypeError, OverflowError):
-        parsed = pd.to_datetime(strings, format="mixed", errors="coerce")
+        try:
+            parsed = pd.to_datetime(strings, format="mixed", errors="coerce")
+        except (ValueError, TypeError) as exc:  # e.g. mixed time zones cannot share one index
+            raise DataError(f"{source}: column {date_column!r} cannot be read as timestamps "
+                            f"({exc})") from None
         bad = np.flatnonzero(parsed.isna().to_numpy())
         if bad.size:
             row = int(bad[0])
             raise DataError(
                 f"{source}: cannot parse the timestamp {strings.iloc[row]!r} in column {date_column!r} "
-                f"at line {line_of(row)} ({bad.size} unparseable timestamp(s) in all); write dates in "
-                "a format pandas reads, e.g. '2016-07-01 00:00:00'"
+                f"at {row_label(row, in_file)} ({bad.size} unparseable timestamp(s) in all); write dates "
+                "in a format pandas reads, e.g. '2016-07-01 00:00:00'"
             ) from None
     return pd.DatetimeIndex(parsed, name=date_column)
 
 
-def _numeric_values(frame: pd.DataFrame, wanted: list[str], path: Path,
-                    explicit: set[str]) -> tuple[list[str], np.ndarray]:
-    names: list[str] = []
-    blocks: list[np.ndarray] = []
-    for name in wanted:
-        column = frame[name]
-        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-            numbers = column.to_numpy(dtype=np.float64, na_value=np.nan)
-        else:
-            text = column.astype("string").str.strip()
-            numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            present = (text.notna() & (text != "")).to_numpy()
-            bad = np.flatnonzero(present & np.isnan(numbers))
-            if bad.size and name not in explicit and bad.size == present.sum():
-                log.warning("%s: column %r holds no numbers; it is not used as a value column", path, name)
-                continue
+def _refuse_empty(empty: np.ndarray, source: str | Path, date_column: str, in_file: bool) -> None:
+    rows = np.flatnonzero(empty)
+    if rows.size:
+        blank = " (a blank line also counts as an empty row)" if in_file else ""
+        raise DataError(f"{source}: the date column {date_column!r} is empty at "
+                        f"{row_label(int(rows[0]), in_file)} ({rows.size} empty date cell(s) in all); "
+                        f"give every row a timestamp{blank}")
+
+
+def numeric_values(frame: pd.DataFrame, source: str | Path, *, first_row: int = 0, in_file: bool = True,
+                   allow_missing: bool = False, fix: str = FILL_FIX, text_fix: str = TEXT_FIX
+                   ) -> np.ndarray:
+    """``frame``'s cells as float64 ``[rows, columns]``: text is refused, NaN/inf too unless allowed.
+
+    ``first_row`` is the data row of ``frame``'s first row, for the messages; ``fix`` says how to
+    mend a missing value, ``text_fix`` a non-numeric one.
+    """
+    out = np.empty(frame.shape, dtype=np.float64)
+    for j, name in enumerate(frame.columns):
+        numbers, text = _numbers(frame[name])
+        if text is not None:
+            bad = np.flatnonzero((text.notna() & (text != "")).to_numpy() & np.isnan(numbers))
             if bad.size:
                 row = int(bad[0])
                 raise DataError(
-                    f"{path}: column {name!r} has the non-numeric value {text.iloc[row]!r} at line "
-                    f"{line_of(row)} ({bad.size} non-numeric cell(s) in that column); value columns "
-                    "must hold numbers only (or leave the column out with dataset.columns)"
+                    f"{source}: column {name!r} has the non-numeric value {text.iloc[row]!r} at "
+                    f"{row_label(first_row + row, in_file)} ({bad.size} non-numeric cell(s) in that "
+                    f"column); {text_fix}"
                 )
         missing = np.flatnonzero(~np.isfinite(numbers))
-        if missing.size and name not in explicit and missing.size == len(numbers):
-            log.warning("%s: column %r is empty; it is not used as a value column", path, name)
-            continue
-        if missing.size:
+        if missing.size and not allow_missing:
             row = int(missing[0])
             what = "an empty or NaN cell" if np.isnan(numbers[row]) else f"the value {numbers[row]}"
             raise DataError(
-                f"{path}: column {name!r} has {what} at line {line_of(row)} ({missing.size} missing or "
-                "non-finite cell(s) in that column); fill them (e.g. interpolate) rather than deleting "
-                "rows, which would leave gaps in the series"
+                f"{source}: column {name!r} has {what} at {row_label(first_row + row, in_file)} "
+                f"({missing.size} missing or non-finite cell(s) in that column); {fix}"
             )
-        names.append(name)
-        blocks.append(numbers)
-    if not names:
+        out[:, j] = numbers
+    return out
+
+
+def _numbers(column: pd.Series) -> tuple[np.ndarray, pd.Series | None]:
+    """float64 values (NaN where empty or not a number), and the stripped text of a non-numeric column."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan), None
+    text = column.astype("string").str.strip()
+    return pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan), text
+
+
+def _value_columns(frame: pd.DataFrame, wanted: list[str], path: Path, explicit: set[str]) -> list[str]:
+    """``wanted`` less the columns not asked for by name that hold no number at all (with a warning)."""
+    kept = []
+    for name in wanted:
+        if name not in explicit and not np.isfinite(_numbers(frame[name])[0]).any():
+            kind = "holds no numbers" if frame[name].notna().any() else "is empty"
+            log.warning("%s: column %r %s; it is not used as a value column", path, name, kind)
+            continue
+        kept.append(name)
+    if not kept:
         raise DataError(f"{path} has no numeric value columns; columns found: {list(frame.columns)}")
-    return names, np.stack(blocks, axis=1)
+    return kept

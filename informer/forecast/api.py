@@ -25,18 +25,11 @@ import pandas as pd
 import torch
 
 from informer.checkpoint import build_model_from_checkpoint, load_checkpoint
-from informer.data.timefeatures import frequency_resolution, time_features
+from informer.data.frequency import future_timestamps
+from informer.data.timefeatures import time_features
 from informer.errors import CheckpointError, DataError
-from informer.forecast_io import (
-    SeriesTable,
-    check_regular,
-    locate_origin,
-    numeric_block,
-    read_csv_frame,
-    to_series_table,
-)
+from informer.forecast.io import TRUE_SUFFIX, SeriesTable, known_values, locate_origin, look_back, read_table
 
-TRUE_SUFFIX = "_true"
 logger = logging.getLogger(__name__)
 _DATA_KEYS = ("columns", "target", "features", "freq", "date_column", "scaler_mean", "scaler_scale")
 
@@ -68,7 +61,6 @@ class Forecaster:
         self._date_column = str(data["date_column"])
         self._embed = str(cfg["embed"])
         self._source = data.get("source")
-        self._trained_until = data.get("last_timestamp")
         self._mean = np.asarray(data["scaler_mean"], dtype=np.float64)  # [C]
         self._scale = np.asarray(data["scaler_scale"], dtype=np.float64)  # [C]
         self._c_out = int(cfg["c_out"])
@@ -127,10 +119,6 @@ class Forecaster:
         """The CSV the model was trained on, as recorded at training time."""
         return None if self._source is None else str(self._source)
 
-    @property
-    def trained_until(self) -> pd.Timestamp | None:
-        return None if self._trained_until is None else pd.Timestamp(self._trained_until)
-
     def __repr__(self) -> str:
         return (f"Forecaster({self.path}, features={self.features}, target={self.target!r}, "
                 f"freq={self.freq!r}, seq_len={self.seq_len}, pred_len={self.pred_len}, "
@@ -151,9 +139,7 @@ class Forecaster:
 
     def table(self, data: pd.DataFrame | str | os.PathLike[str]) -> SeriesTable:
         """Validate an input (a DataFrame, or a CSV path) against the trained schema."""
-        if isinstance(data, pd.DataFrame):
-            return to_series_table(data, self._columns, self._date_column, "the DataFrame", is_csv=False)
-        return to_series_table(read_csv_frame(data), self._columns, self._date_column, str(data), is_csv=True)
+        return read_table(data, self._columns, self._date_column)
 
     # -- forecasting -----------------------------------------------------------------------------
     def predict(self, data: pd.DataFrame | str | os.PathLike[str], as_of: str | pd.Timestamp | None = None
@@ -173,12 +159,10 @@ class Forecaster:
             history_steps: int | None = None) -> ForecastResult:
         end = locate_origin(table, as_of, self.seq_len)
         start = end - self.seq_len
-        check_regular(table, start, end, self._freq)
-        purpose = f"look-back window (the seq_len={self.seq_len} rows the forecast reads)"
-        window = numeric_block(table, start, end, allow_nan=False, purpose=purpose)
+        window = look_back(table, start, end, self._freq)  # [seq_len, C]
         window_ts = table.timestamps[start:end]
         origin = window_ts[-1]
-        future = pd.date_range(start=origin, periods=self.pred_len + 1, freq=self._freq)[1:]
+        future = future_timestamps(origin, self._freq, self.pred_len)
         forecast = self.forecast_window(window, window_ts, future)  # [pred_len, c_out]
 
         names = self.output_columns
@@ -191,7 +175,7 @@ class Forecaster:
 
         steps = history_steps if history_steps is not None else 3 * self.pred_len
         h_start = max(0, end - steps)
-        h_values = numeric_block(table, h_start, end, allow_nan=True, purpose="history")[:, -self._c_out:]
+        h_values = known_values(table, h_start, end)[:, -self._c_out:]
         history = pd.DataFrame(h_values, index=pd.DatetimeIndex(table.timestamps[h_start:end],
                                                                  name=self._date_column), columns=names)
         return ForecastResult(frame=frame, history=history, origin=origin, notes=list(table.notes))
@@ -200,7 +184,7 @@ class Forecaster:
                ) -> pd.DataFrame:
         # Match by timestamp, so a gap after as_of leaves NaN instead of shifting the truth.
         stop = min(len(table.timestamps), end + self.pred_len)
-        values = numeric_block(table, end, stop, allow_nan=True, purpose="truth")[:, -self._c_out:]
+        values = known_values(table, end, stop)[:, -self._c_out:]
         truth_names = [f"{n}{TRUE_SUFFIX}" for n in names]
         known = pd.DataFrame(values, index=table.timestamps[end:stop], columns=truth_names)
         known = known[~known.index.duplicated()]
@@ -226,15 +210,6 @@ class Forecaster:
     def _marks(self, index: pd.DatetimeIndex) -> torch.Tensor:
         marks = time_features(index, self._freq, self._embed)  # [L, M] float32 (timeF) or int64
         return torch.as_tensor(marks, device=self.device).unsqueeze(0)
-
-
-def origin_label(origin: pd.Timestamp, freq: str) -> str:
-    """File-name-safe label of a forecast origin: 2018-06-26T1900, or 2018-06-26 for daily data."""
-    if frequency_resolution(freq) in {"day", "week", "month", "year"}:
-        return origin.strftime("%Y-%m-%d")
-    if frequency_resolution(freq) == "second":
-        return origin.strftime("%Y-%m-%dT%H%M%S")
-    return origin.strftime("%Y-%m-%dT%H%M")
 
 
 def _checked_data_section(payload: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -272,12 +247,12 @@ def forecast_latency(checkpoint: str | os.PathLike[str], input_csv: str | os.Pat
     t1 = time.perf_counter()
     table = fc.table(input_csv)
     t2 = time.perf_counter()
-    fc.run(table)  # warm-up: first calls allocate and pick kernels
+    fc.run(table)  # warm-up: the first calls allocate and pick kernels
     predict_ms, model_ms = [], []
     end = len(table.timestamps)
-    window = numeric_block(table, end - fc.seq_len, end, allow_nan=False, purpose="look-back window")
+    window = look_back(table, end - fc.seq_len, end, fc.freq)
     window_ts = table.timestamps[end - fc.seq_len:end]
-    future = pd.date_range(start=window_ts[-1], periods=fc.pred_len + 1, freq=fc.freq)[1:]
+    future = future_timestamps(window_ts[-1], fc.freq, fc.pred_len)
     for _ in range(max(1, repeats)):
         a = time.perf_counter()
         fc.run(table)

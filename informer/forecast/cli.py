@@ -2,7 +2,8 @@
 
 Options are plain ``key=value`` words rather than Hydra overrides because the values are file paths
 and timestamps: Hydra's grammar rejects a '=' inside a value, and Hydra's own multirun directories
-(``.../model.attn=full/checkpoints/best.pt``) contain exactly that.
+(``.../model.attn=full/checkpoints/best.pt``) contain exactly that. The rest of informer is imported
+inside the functions that need it, so ``--help`` and a mistyped path answer without loading torch.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ import os
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from informer.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HELP = """\
 usage: python scripts/forecast.py checkpoint=<best.pt> [input=<csv>] [output=<csv>] [plot=<png>|none]
@@ -85,6 +90,17 @@ def parse_options(argv: list[str]) -> ForecastOptions:
     return ForecastOptions(**values, overwrite=overwrite in _TRUE, device=device)
 
 
+def origin_label(origin: pd.Timestamp, freq: str) -> str:
+    """File-name-safe label of a forecast origin: 2018-06-26T1900, or 2018-06-26 for daily data."""
+    from informer.data.timefeatures import frequency_resolution
+
+    if frequency_resolution(freq) in {"day", "week", "month", "year"}:
+        return origin.strftime("%Y-%m-%d")
+    if frequency_resolution(freq) == "second":
+        return origin.strftime("%Y-%m-%dT%H%M%S")
+    return origin.strftime("%Y-%m-%dT%H%M")
+
+
 def _refuse_existing(path: Path, overwrite: bool, what: str) -> None:
     if path.is_dir():
         raise UserError(f"{what} path {path} is a directory; give a file name")
@@ -145,15 +161,14 @@ def run_forecast(opts: ForecastOptions) -> tuple[Path, Path | None]:
     if not checkpoint.exists():  # before importing torch, so the common typo fails fast
         raise UserError(f"checkpoint {checkpoint} does not exist; pass the path of a best.pt or last.pt")
 
-    from informer.forecast import Forecaster, origin_label
+    from informer.forecast.api import Forecaster
+    from informer.forecast.io import TRUE_SUFFIX, locate_origin
 
     fc = Forecaster.from_checkpoint(checkpoint, device=opts.device)
     source = Path(opts.input) if opts.input else fc.default_input()
     table = fc.table(source)
     for note in table.notes:
         print(f"note: {note}", flush=True)
-    from informer.forecast_io import locate_origin
-
     origin = table.timestamps[locate_origin(table, opts.as_of, fc.seq_len) - 1]
     named, png = _output_paths(opts, f"forecast_{origin_label(origin, fc.freq)}")
     csv = named if named is not None else Path(f"forecast_{origin_label(origin, fc.freq)}.csv")
@@ -163,7 +178,7 @@ def run_forecast(opts: ForecastOptions) -> tuple[Path, Path | None]:
     content = result.frame.to_csv(float_format="%.10g").encode()
     image = None
     if png is not None:
-        from informer.forecast_plot import render_forecast_png
+        from informer.forecast.plot import render_forecast_png
 
         title = (f"{fc.features} forecast of {', '.join(fc.output_columns[:3])}"
                  f"{' ...' if len(fc.output_columns) > 3 else ''} after {result.origin} ({checkpoint.name})")
@@ -176,7 +191,7 @@ def run_forecast(opts: ForecastOptions) -> tuple[Path, Path | None]:
     frame = result.frame
     print(f"forecast: {len(frame)} steps ({frame.index[0]} to {frame.index[-1]}, freq {fc.freq}) "
           f"after {result.origin}, from {source}")
-    if any(c.endswith("_true") for c in frame.columns):
+    if any(c.endswith(TRUE_SUFFIX) for c in frame.columns):
         print("backtest: the CSV has <name>_true columns with the data's values at those timestamps")
     print(f"wrote {csv}")
     if png is not None:

@@ -1,0 +1,32 @@
+"""Forecast from a saved checkpoint: ``api`` (Forecaster), ``io`` (input checks), ``cli``, ``plot``.
+
+    from informer.forecast import Forecaster
+    future = Forecaster.from_checkpoint("runs/x/checkpoints/best.pt").predict("ETTh1.csv")
+
+The names below are loaded on first use, so that importing ``informer.forecast.cli`` (the command's
+``--help`` and its path checks) or ``informer.forecast.plot`` does not load the model and checkpoint code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from informer.forecast.api import Forecaster, ForecastResult, forecast_latency
+    from informer.forecast.io import TRUE_SUFFIX, SeriesTable
+    from informer.forecast.plot import ForecastWindow, plot_forecast_windows, render_forecast_png
+
+_WHERE = {
+    "Forecaster": "api", "ForecastResult": "api", "forecast_latency": "api",
+    "TRUE_SUFFIX": "io", "SeriesTable": "io",
+    "ForecastWindow": "plot", "plot_forecast_windows": "plot", "render_forecast_png": "plot",
+}
+__all__ = ["TRUE_SUFFIX", "ForecastResult", "ForecastWindow", "Forecaster", "SeriesTable", "forecast_latency",
+           "plot_forecast_windows", "render_forecast_png"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -1,0 +1,124 @@
+"""Forecast figures: the history, the forecast and (when known) the truth, one variable per panel.
+
+The one plotting module: the forecast command's PNG and the TensorBoard figures of validation windows
+during training draw their panels here, so both use one colour scheme: history dark grey, forecast
+solid blue, truth dashed orange, the forecast origin a dotted vertical line. Built on
+``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend), so it works in training
+processes, tests and headless servers alike.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import dates as mdates
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from informer.forecast.io import TRUE_SUFFIX
+
+if TYPE_CHECKING:
+    from informer.forecast.api import ForecastResult
+
+HISTORY = {"color": "0.35", "linewidth": 1.1}
+FORECAST = {"color": "tab:blue", "linewidth": 1.5}
+TRUTH = {"color": "tab:orange", "linewidth": 1.2, "linestyle": "--"}
+ORIGIN = {"color": "0.6", "linewidth": 0.8, "linestyle": ":"}
+MAX_PANELS = 8  # the forecast PNG: more variables than this become unreadable
+
+
+@dataclass
+class ForecastWindow:
+    """One panel: the look-back, the forecast and optionally the true future, of one variable.
+
+    ``*_time`` are x positions: timestamps (a DatetimeIndex or datetime-likes) or step numbers.
+    """
+
+    history_time: Sequence[Any] | np.ndarray
+    history: np.ndarray  # [L]
+    forecast_time: Sequence[Any] | np.ndarray
+    prediction: np.ndarray  # [H]
+    truth: np.ndarray | None = None  # [H], NaN where unknown
+    title: str | None = None
+
+
+def plot_forecast_windows(windows: Sequence[ForecastWindow], *, ylabel: str = "value", ncols: int = 1,
+                          panel_size: tuple[float, float] = (8.0, 2.6), sharex: bool = False,
+                          title: str | None = None) -> Figure:
+    """One panel per window in a grid of ``ncols`` columns; returns the (unshown) figure."""
+    if not windows:
+        raise ValueError("plot_forecast_windows needs at least one window")
+    ncols = max(1, min(ncols, len(windows)))
+    nrows = math.ceil(len(windows) / ncols)
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex)
+    for ax, window in zip(axes.flat, windows, strict=False):
+        _draw(ax, window, ylabel)
+    for ax in list(axes.flat)[len(windows):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7, loc="upper left", ncol=3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _draw(ax: Axes, window: ForecastWindow, ylabel: str) -> None:
+    history = np.asarray(window.history, dtype=float)
+    # forecast and truth start at the last observed point so the lines have no gap at the origin
+    joined = _joined(window.history_time, window.forecast_time)
+    ax.plot(window.history_time, history, label="history", **HISTORY)
+    ax.plot(joined, np.concatenate([history[-1:], np.asarray(window.prediction, dtype=float)]),
+            label="forecast", **FORECAST)
+    if window.truth is not None:
+        ax.plot(joined, np.concatenate([history[-1:], np.asarray(window.truth, dtype=float)]),
+                label="truth", **TRUTH)
+    ax.axvline(_last(window.history_time), **ORIGIN)
+    if window.title:
+        ax.set_title(window.title, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    if pd.api.types.is_datetime64_any_dtype(window.forecast_time):
+        locator = mdates.AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
+def _last(times: Sequence[Any] | np.ndarray) -> Any:
+    return times[-1] if not hasattr(times, "iloc") else times.iloc[-1]
+
+
+def _joined(history_time: Sequence[Any] | np.ndarray, forecast_time: Sequence[Any] | np.ndarray) -> list[Any]:
+    return [_last(history_time), *list(forecast_time)]
+
+
+def render_forecast_png(result: ForecastResult, title: str, max_panels: int = MAX_PANELS
+                        ) -> tuple[bytes, str | None]:
+    """The forecast command's figure as PNG bytes, plus a note when variables were left out."""
+    names = list(result.history.columns)
+    shown = names
+    note = None
+    if len(names) > max_panels:
+        # the target is always the last forecast variable and always worth a panel
+        shown = [*names[: max_panels - 1], names[-1]]
+        note = (f"plot shows {len(shown)} of {len(names)} forecast variables: the first {max_panels - 1} "
+                f"and the target {names[-1]}")
+        title = f"{title} ({len(shown)} of {len(names)} variables shown)"
+    frame, history = result.frame, result.history
+    windows = []
+    for name in shown:
+        truth = frame.get(f"{name}{TRUE_SUFFIX}")  # only a backtest has it
+        windows.append(ForecastWindow(
+            history_time=history.index, history=history[name].to_numpy(), forecast_time=frame.index,
+            prediction=frame[name].to_numpy(), truth=None if truth is None else truth.to_numpy(), title=name,
+        ))
+    fig = plot_forecast_windows(windows, ylabel="", panel_size=(10.0, 2.0), sharex=True, title=title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue(), note
