@@ -11,7 +11,7 @@ A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) so that
     data              columns, target, features, freq, date_column, scaler_mean, scaler_scale,
                       last_timestamp, source, embed
     versions          {"torch": ..., "informer": ..., "threads": ...}
-    training          (last.pt only) optimizer, scheduler, scaler, RNG and loop state for resume
+    training          (last.pt only) the resume state: informer.training.state.TrainingState.save
 """
 
 from __future__ import annotations
@@ -98,6 +98,21 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> Pa
         finally:
             os.close(dir_fd)
     return path
+
+
+def model_payload(model: torch.nn.Module, model_cfg: Any, config: dict[str, Any], data: dict[str, Any],
+                  **extra: Any) -> dict[str, Any]:
+    """The part of the layout above shared by best.pt and last.pt: enough to rebuild and forecast.
+
+    ``model`` is the plain module (no DDP / compile wrapper), ``model_cfg`` its ModelConfig."""
+    import informer
+
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    # str(): torch.__version__ is a str subclass that the weights-only loader refuses
+    versions = {"torch": str(torch.__version__), "informer": str(informer.__version__),
+                "threads": torch.get_num_threads()}
+    return {"model_config": model_cfg.to_dict(), "model_state": state, "config": config, "data": data,
+            "versions": versions, **extra}
 
 
 def default_file_mode() -> int:

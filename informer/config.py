@@ -1,19 +1,27 @@
 """Typed configuration: one dataclass per concern, registered with Hydra's ConfigStore.
 
 The YAML files under ``configs/`` are validated against these schemas, so a typo or a wrong type in
-an override fails at start-up with Hydra's own message. Sizes that follow from the data (``enc_in``,
-``dec_in``, ``c_out``) and the data frequency are never typed by the user: :func:`derive_model_config`
-computes them in one place.
+an override fails at start-up with Hydra's own message; values a type cannot rule out (a name from a
+list, a positive number) are checked here too, by :func:`check_train_config`, so the rest of the code
+trusts its config. Sizes that follow from the data (``enc_in``, ``dec_in``, ``c_out``) and the data
+frequency are never typed by the user: :func:`derive_model_config` computes them in one place.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from omegaconf import MISSING
+
+from informer.errors import UserError
+
 ATTENTION_KINDS = ("prob", "full", "favor")
+NORMS = ("none", "revin")
 EMBED_KINDS = ("timeF", "fixed", "learned")
 ACTIVATIONS = ("gelu", "relu")
 FEATURE_MODES = ("M", "S", "MS")
@@ -23,6 +31,7 @@ DATASET_NAMES = (*ETT_NAMES, "custom")
 LR_SCHEDULES = ("type1", "type2", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("bf16", "fp16")
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass
@@ -49,6 +58,10 @@ class ModelSpec:
     output_attention: bool = False
     nb_features: int | None = None  # FAVOR+ random features; None -> a multiple of the head size
     feature_redraw_interval: int = 1000  # FAVOR+: training steps between redraws (0: never)
+    norm: str = "none"  # none | revin: normalise each input window by its own statistics
+    revin_affine: bool = True  # RevIN: a learned per-channel affine map after the normalisation
+    destationary: bool = False  # de-stationary attention (needs norm=revin, attn=prob or full)
+    channel_independent: bool = False  # features=M: each variable as its own series, one shared network
 
 
 @dataclass
@@ -82,7 +95,7 @@ class ModelConfig(ModelSpec):
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
         for name, allowed in (("attn", ATTENTION_KINDS), ("embed", EMBED_KINDS),
-                              ("activation", ACTIVATIONS), ("name", MODEL_NAMES)):
+                              ("activation", ACTIVATIONS), ("name", MODEL_NAMES), ("norm", NORMS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
         if self.name == "informer_stack" and (
@@ -91,6 +104,12 @@ class ModelConfig(ModelSpec):
             raise ValueError(
                 f"model.s_layers must be a non-empty list of positive integers, got {self.s_layers!r}"
             )
+        if self.destationary and self.norm != "revin":
+            raise ValueError("model.destationary=true needs model.norm=revin: the de-stationary factors are "
+                             "learned from the statistics that RevIN removes from each window")
+        if self.destationary and self.attn not in ("prob", "full"):
+            raise ValueError(f"model.destationary=true rescales attention scores, which model.attn="
+                             f"{self.attn} does not form; use model.attn=prob or full")
         if self.nb_features is not None and self.nb_features <= 0:
             raise ValueError(f"model.nb_features must be positive or null, got {self.nb_features!r}")
         if self.feature_redraw_interval < 0:
@@ -134,8 +153,8 @@ class TrainConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     patience: int = 3
-    lradj: str = "type1"  # type1 (halve each epoch) | type2 | cosine | constant
-    loss: str = "mse"
+    lradj: str = "type1"  # a name in informer.training.schedule.SCHEDULES
+    loss: str = "mse"  # a name in informer.training.registry.LOSSES; also the early-stopping criterion
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # used on CUDA only
     amp_dtype: str = "bf16"  # bf16 | fp16
@@ -165,6 +184,16 @@ class TrainAppConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
+@dataclass
+class EvaluateConfig:
+    checkpoint: str = MISSING  # a best.pt or last.pt written by training
+    split: str = "test"  # train | val | test
+    data_dir: str | None = None  # folder holding the CSV; null: the file recorded in the checkpoint
+    batch_size: int = 64  # any value gives the same metrics
+    device: str = "auto"  # auto | cpu | cuda
+    output: str | None = None  # also write the metrics to this JSON file
+
+
 def feature_sizes(features: str, n_columns: int) -> tuple[int, int, int]:
     """(enc_in, dec_in, c_out) for a features mode and the number of value columns."""
     if features == "M":
@@ -181,9 +210,98 @@ def derive_model_config(spec: ModelSpec | dict[str, Any], features: str, n_colum
     """The single place where enc_in / dec_in / c_out and freq are filled in."""
     values = dataclasses.asdict(spec) if dataclasses.is_dataclass(spec) else dict(spec)
     enc_in, dec_in, c_out = feature_sizes(features, n_columns)
+    if values.get("channel_independent") and features != "M":
+        raise ValueError(f"model.channel_independent=true forecasts every input variable from its own "
+                         f"history, which needs dataset.features=M (got {features})")
     values.update(enc_in=enc_in, dec_in=dec_in, c_out=c_out, freq=freq)
     values["s_layers"] = [int(n) for n in values.get("s_layers") or []]
     return ModelConfig(**values).validate()
+
+
+def model_config(spec: ModelSpec, features: str, n_columns: int, freq: str) -> ModelConfig:
+    """:func:`derive_model_config` for user input: its ValueErrors (they name the field) as UserErrors."""
+    try:
+        return derive_model_config(spec, features, n_columns, freq)
+    except ValueError as exc:
+        raise UserError(f"invalid model configuration: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------ checks
+def to_app_config(cfg: Any) -> TrainAppConfig:
+    """A typed, fully resolved TrainAppConfig from a Hydra DictConfig, a plain dict or the dataclass."""
+    if isinstance(cfg, TrainAppConfig):
+        return cfg
+    from omegaconf import OmegaConf
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrainAppConfig), cfg)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except Exception as exc:  # omegaconf raises several unrelated types for bad values
+        raise UserError(f"invalid configuration: {exc}") from None
+
+
+def check_choice(field_name: str, value: object, allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise UserError(f"{field_name}={value!r} is not supported; choose one of {', '.join(allowed)}")
+
+
+def _check_number(field_name: str, value: float | None, *, optional: bool = False,
+                  zero: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value is None or value < 0 or (value == 0 and not zero):
+        raise UserError(f"{field_name} must be {'>= 0' if zero else '> 0'}, got {value!r}")
+
+
+def check_train_config(app: TrainAppConfig, world_size: int = 1) -> None:
+    """Raise UserError naming the field for every value the dataclass types cannot rule out."""
+    # the names come from the registries that hold the functions (informer.training imports this module)
+    from informer.training.registry import LOSSES
+    from informer.training.schedule import SCHEDULES
+
+    ds, tr = app.dataset, app.train
+    check_choice("dataset.name", ds.name, DATASET_NAMES)
+    check_choice("dataset.features", ds.features, FEATURE_MODES)
+    if ds.name == "custom" and not ds.path:
+        raise UserError("dataset=custom needs dataset.path=<file.csv>: the CSV to train on")
+    if ds.seasonal_period is not None and ds.seasonal_period <= 0:
+        raise UserError(f"dataset.seasonal_period must be a positive number of steps, "
+                        f"got {ds.seasonal_period}")
+    check_choice("train.lradj", tr.lradj, SCHEDULES)
+    check_choice("train.device", tr.device, DEVICES)
+    check_choice("train.amp_dtype", tr.amp_dtype, AMP_DTYPES)
+    check_choice("train.loss", tr.loss, LOSSES)
+    for name in ("epochs", "batch_size", "eval_batch_size", "patience", "learning_rate"):
+        _check_number(f"train.{name}", getattr(tr, name))
+    for name in ("learning_rate", "weight_decay", "grad_clip"):  # the optimizer works in float32
+        value = getattr(tr, name)
+        if value is not None and not abs(value) <= FLOAT32_MAX:
+            raise UserError(f"train.{name}={value!r} is not a usable number (it must be finite and within "
+                            "float32 range); use a value like 1e-4")
+    for name in ("limit_train_batches", "limit_eval_batches", "threads", "grad_clip"):
+        _check_number(f"train.{name}", getattr(tr, name), optional=True)
+    for name in ("weight_decay", "num_workers", "checkpoint_every", "plot_windows"):
+        _check_number(f"train.{name}", getattr(tr, name), zero=True)
+    if tr.batch_size % world_size:
+        raise UserError(f"train.batch_size={tr.batch_size} is the global batch size and must be divisible by "
+                        f"the number of processes ({world_size}); pick a multiple of {world_size}")
+    # the sizes that come from the data are not known yet: check the user's part with placeholders
+    model_config(app.model, ds.features, n_columns=1, freq="h")
+
+
+def resolve_path(path: str | os.PathLike[str]) -> Path:
+    """Relative paths are taken from the directory the command was started in, also under Hydra."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        from hydra.utils import get_original_cwd
+
+        return (Path(get_original_cwd()) / path).resolve()
+    return path.resolve()
 
 
 def default_data_dir() -> str:
@@ -191,10 +309,21 @@ def default_data_dir() -> str:
 
 
 def register_configs() -> None:
-    """Register the schemas so YAML files can extend them (``defaults: [_schema_...]``)."""
+    """What Hydra needs before composing configs/: the schemas the YAML files extend, and the
+    ``informer.run_dir`` resolver that configs/train.yaml names its run directory with."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainAppConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
     cs.store(group="model", name="model_schema", node=ModelSpec)
+    if not OmegaConf.has_resolver("informer.run_dir"):
+        OmegaConf.register_new_resolver("informer.run_dir", _run_dir)
+
+
+def _run_dir(default: str, resume: str | None = None) -> str:
+    from informer.training.run import choose_run_dir
+
+    return str(choose_run_dir(default, resume))

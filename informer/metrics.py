@@ -13,10 +13,16 @@ from collections.abc import Callable
 
 import torch
 
-METRIC_NAMES = ("mse", "mae", "rmse", "mape", "mspe")
+HUBER_DELTA = 1.0  # torch.nn.HuberLoss's default: quadratic within one unit of the truth, linear beyond
 
 # Order of the sums inside ErrorSums.as_tensor(); the per-step squared errors follow them.
-_SUMS = ("count", "abs", "sq", "nonzero", "ape", "spe")
+_SUMS = ("count", "abs", "sq", "nonzero", "ape", "spe", "huber")
+
+
+def huber(err: torch.Tensor, delta: float = HUBER_DELTA) -> torch.Tensor:
+    """Elementwise Huber loss of the errors, as ``torch.nn.functional.huber_loss(reduction="none")``."""
+    abs_err = err.abs()
+    return torch.where(abs_err <= delta, 0.5 * err.square(), delta * (abs_err - 0.5 * delta))
 
 
 class ErrorSums:
@@ -49,6 +55,7 @@ class ErrorSums:
             nonzero.sum().to(torch.float64),
             rel.abs().sum(),
             rel.square().sum(),
+            huber(err).sum(),
         ])
         self.totals += batch
         self.sq_per_step += sq.sum(dim=(0, 2))  # [H]
@@ -70,7 +77,7 @@ class ErrorSums:
         return int(self.totals[0].item())
 
     def summary(self) -> dict[str, float | int]:
-        """MSE, MAE, RMSE, MAPE, MSPE (NaN when nothing was scored) and the zero-target count."""
+        """MSE, MAE, RMSE, MAPE, MSPE, Huber (NaN when nothing was scored) and the zero-target count."""
         sums = dict(zip(_SUMS, self.totals.tolist(), strict=True))
         count, nonzero = sums["count"], sums["nonzero"]
         mse = sums["sq"] / count if count else math.nan
@@ -80,6 +87,7 @@ class ErrorSums:
             "rmse": math.sqrt(mse) if count else math.nan,
             "mape": sums["ape"] / nonzero if nonzero else math.nan,
             "mspe": sums["spe"] / nonzero if nonzero else math.nan,
+            "huber": sums["huber"] / count if count else math.nan,
             "points": int(count),
             "zero_targets_excluded": int(count - nonzero),
         }

@@ -12,10 +12,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from informer.config import register_configs, resolve_path
 from informer.errors import report_user_errors
-from informer.training import evaluate_checkpoint, register_evaluate_config
-from informer.training.artifacts import json_safe, write_json
-from informer.training.setup import resolve_path
+from informer.training.evaluate import evaluate_checkpoint, json_safe, write_json
+
+register_configs()
 
 
 @report_user_errors
@@ -36,5 +37,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    register_evaluate_config()
     main()

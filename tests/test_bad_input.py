@@ -163,7 +163,7 @@ def _snapshot(*folders: Path) -> dict[str, str]:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "INFORMER_TEST_KILL_AT")}
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env["OMP_NUM_THREADS"] = "1"
     return env
 

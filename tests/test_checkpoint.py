@@ -23,6 +23,7 @@ from training_helpers import REPO, tiny_config, tiny_run
 
 import informer.checkpoint as ckpt_module
 import informer.training.loop as loop_module
+import informer.training.state as state_module
 from informer.checkpoint import (
     MIN_SAFE_TORCH,
     TMP_PREFIX,
@@ -150,7 +151,7 @@ def test_injected_nan_stops_training_and_keeps_the_last_good_checkpoint(
         monkeypatch: pytest.MonkeyPatch) -> None:
     hashes: list[str] = []
     calls: list[int] = []
-    real_save, real_forecast = loop_module.save_checkpoint, loop_module.forecast
+    real_save, real_forecast = state_module.save_checkpoint, loop_module.forecast
 
     def recording_save(payload: dict[str, Any], path: Path) -> Path:
         out = real_save(payload, path)
@@ -162,7 +163,7 @@ def test_injected_nan_stops_training_and_keeps_the_last_good_checkpoint(
         calls.append(1)
         return (poison(pred) if len(calls) == 5 else pred), truth
 
-    monkeypatch.setattr(loop_module, "save_checkpoint", recording_save)
+    monkeypatch.setattr(state_module, "save_checkpoint", recording_save)  # last.pt
     monkeypatch.setattr(loop_module, "forecast", forecast)
     cfg = tiny_config(ett_dir, **{"train.epochs": 1, "train.limit_train_batches": 6,
                                   "train.checkpoint_every": 2, "train.plot_windows": 0})
@@ -196,7 +197,7 @@ def test_overflowed_weights_are_never_checkpointed(target: str, tmp_path: Path, 
                     self.p.optimizer.state[param]["exp_avg_sq"].view(-1)[0] = float("inf")
         return loss
 
-    real_save = loop_module.save_checkpoint
+    real_save = state_module.save_checkpoint
 
     def recording_save(payload: dict[str, Any], path: Path) -> Path:
         out = real_save(payload, path)
@@ -204,7 +205,7 @@ def test_overflowed_weights_are_never_checkpointed(target: str, tmp_path: Path, 
         return out
 
     monkeypatch.setattr(loop_module.Trainer, "_step", overflowing_step)
-    monkeypatch.setattr(loop_module, "save_checkpoint", recording_save)
+    monkeypatch.setattr(state_module, "save_checkpoint", recording_save)  # last.pt
     cfg = tiny_config(ett_dir, **{"train.epochs": 1, "train.limit_train_batches": 6,
                                   "train.checkpoint_every": 2, "train.plot_windows": 0})
     expected = (rf"diverged by epoch 1, global step 4: NaN or infinite values in {target}\..*"

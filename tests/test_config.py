@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from training_helpers import REPO, TRAIN_SCRIPT, run_script, tiny_overrides
 
-from informer.config import TrainAppConfig, register_configs
+from informer.config import (
+    DatasetConfig,
+    ModelSpec,
+    TrainAppConfig,
+    check_train_config,
+    register_configs,
+    to_app_config,
+)
 from informer.errors import UserError
-from informer.training import register_evaluate_config
-from informer.training.schedule import TYPE2_TABLE, learning_rate
-from informer.training.setup import check_config, to_app_config
+from informer.training.registry import LOSSES
+from informer.training.schedule import SCHEDULES, TYPE2_TABLE, learning_rate
 
 CONFIGS = REPO / "configs"
 
@@ -27,14 +35,13 @@ def _options(group: str) -> list[str]:
 
 def _compose(overrides: list[str], name: str = "train"):
     register_configs()
-    register_evaluate_config()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
         return compose(name, overrides=overrides)
 
 
 def _checked(overrides: list[str]) -> TrainAppConfig:
     app = to_app_config(_compose(overrides))
-    check_config(app)
+    check_train_config(app)
     return app
 
 
@@ -98,6 +105,16 @@ def test_defaults_are_the_paper_training_setup() -> None:
 def test_transformer_is_full_attention_without_distilling() -> None:
     app = _checked(["model=transformer"])
     assert app.model.attn == "full" and app.model.distil is False
+    assert app.model == dataclasses.replace(_checked([]).model, attn="full", distil=False)
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(CONFIGS) for p in CONFIGS.glob("[dm]*/*.yaml")))
+def test_group_files_hold_only_differences_from_the_schema(path: Path) -> None:
+    """A dataset or model file sets a key only where it differs from the schema default (name aside)."""
+    schema = {"dataset": DatasetConfig(), "model": ModelSpec()}[path.parts[0]]
+    values = {k: v for k, v in yaml.safe_load((CONFIGS / path).read_text()).items() if k != "defaults"}
+    same = [k for k, v in values.items() if k != "name" and getattr(schema, k) == v]
+    assert not same, f"{path} repeats schema defaults: {same}"
 
 
 @pytest.mark.parametrize("override", ["model.d_modle=3", "train.epoch=3", "dataset.traget=OT"])
@@ -115,7 +132,7 @@ def test_wrong_type_fails_at_composition(override: str) -> None:
 @pytest.mark.parametrize(("override", "field"), [
     ("dataset.name=ETTh9", "dataset.name"), ("model.attn=sparse", "model.attn"),
     ("train.lradj=type3", "train.lradj"), ("train.amp_dtype=fp8", "train.amp_dtype"),
-    ("train.loss=huber", "train.loss"), ("dataset.features=X", "dataset.features"),
+    ("train.loss=quantile", "train.loss"), ("dataset.features=X", "dataset.features"),
     ("train.batch_size=0", "train.batch_size"), ("model.label_len=200", "model.label_len"),
     ("model.n_heads=3", "model.d_model"), ("train.limit_train_batches=0", "train.limit_train_batches"),
 ])
@@ -124,16 +141,28 @@ def test_values_the_schema_cannot_catch_raise_user_error(override: str, field: s
         _checked([override])
 
 
+def test_allowed_names_come_from_the_registries() -> None:
+    for loss in LOSSES:
+        assert _checked([f"train.loss={loss}"]).train.loss == loss
+    for schedule in SCHEDULES:
+        assert _checked([f"train.lradj={schedule}"]).train.lradj == schedule
+    with pytest.raises(UserError, match="choose one of mse, mae, huber"):
+        _checked(["train.loss=l3"])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_gpu_is_a_user_error() -> None:
+    from informer.training.distributed import resolve_device
+
+    _checked(["train.device=cuda"])  # an allowed value; whether this machine has a GPU is checked at start
     with pytest.raises(UserError, match=r"train\.device=cuda"):
-        _checked(["train.device=cuda"])
+        resolve_device("cuda")
 
 
 def test_global_batch_must_split_evenly_across_processes() -> None:
     app = to_app_config(_compose(["train.batch_size=30"]))
     with pytest.raises(UserError, match="divisible"):
-        check_config(app, world_size=4)
+        check_train_config(app, world_size=4)
 
 
 def test_cli_typo_and_user_error_exit_cleanly(tmp_path: Path, ett_dir: Path) -> None:

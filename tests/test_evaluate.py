@@ -119,6 +119,11 @@ def test_error_sums_match_numpy_and_mask_zero_targets() -> None:
     assert got["mspe"] == pytest.approx((((p - t)[mask] / t[mask]) ** 2).mean(), rel=1e-12)
     assert got["zero_targets_excluded"] == 1 and math.isfinite(got["mape"])
     assert sums.mse_per_step() == pytest.approx(((p - t) ** 2).mean(axis=(0, 2)).tolist(), rel=1e-12)
+    big_pred, big_truth = pred * 3, truth * 3  # errors beyond Huber's delta too
+    huber = torch.nn.functional.huber_loss(big_pred.double(), big_truth.double())
+    scaled = ErrorSums(4)
+    scaled.update(big_pred, big_truth)
+    assert scaled.summary()["huber"] == pytest.approx(huber.item(), rel=1e-12)
 
 
 def test_standalone_evaluate_matches_metrics_json(trained: tuple[Path, float], tmp_path: Path) -> None:

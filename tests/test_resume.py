@@ -1,8 +1,8 @@
 """Exact resume: a run killed anywhere and resumed ends bit-identical to an uninterrupted run.
 
 The runs are real CLI processes on real ETTh1 with one CPU thread. The kill point is made
-deterministic with the test-only hook INFORMER_TEST_KILL_AT (informer/training/interrupt.py): the
-training process sends itself SIGKILL (or SIGTERM) at a chosen step, during validation or at an epoch
+deterministic by a loop callback (training_helpers.KillAt, added to scripts/train.py by tests/kill_at.py):
+the training process sends itself SIGKILL (or SIGTERM) at a chosen step, during validation or at an epoch
 end. The comparison is by sha256 of the final parameters (last.pt and best.pt), optimizer state, RNG
 states, loss history and the bytes of metrics.json.
 """
@@ -22,30 +22,28 @@ from typing import Any
 
 import pytest
 import torch
-from training_helpers import TRAIN_SCRIPT, tiny_config, tiny_overrides
+from training_helpers import KILL_AT_SCRIPT, TRAIN_SCRIPT, KillAt, tiny_config, tiny_overrides
 
 from informer.checkpoint import load_checkpoint, save_checkpoint
 from informer.errors import CheckpointError, UserError
-from informer.training import train
-from informer.training.interrupt import KILL_AT_ENV, StopRequest, TrainingInterrupted
-from informer.training.state import LoopState
+from informer.training import TrainingInterrupted, train
+from informer.training.signals import StopRequest
 
 # 3 epochs x 5 steps, last.pt every 2 steps, a schedule that changes within the epoch
 RUN = {"train.epochs": 3, "train.limit_train_batches": 5, "train.checkpoint_every": 2,
        "train.lradj": "cosine", "train.plot_windows": 0, "train.threads": 1}
 
 
-def _env(kill_at: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", KILL_AT_ENV)}
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env["OMP_NUM_THREADS"] = "1"
-    if kill_at:
-        env[KILL_AT_ENV] = kill_at
     return env
 
 
 def _train_cli(args: list[str], cwd: Path, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(TRAIN_SCRIPT), *args], cwd=cwd, env=_env(kill_at),
-                          capture_output=True, text=True, timeout=300)
+    script = [str(KILL_AT_SCRIPT), kill_at] if kill_at else [str(TRAIN_SCRIPT)]
+    return subprocess.run([sys.executable, *script, *args], cwd=cwd, env=_env(), capture_output=True,
+                          text=True, timeout=300)
 
 
 def _canonical(obj: Any, digest: Any) -> None:
@@ -129,8 +127,8 @@ def test_killed_and_resumed_run_is_bit_identical(kill_at: str, saved_step: int, 
     killed = _train_cli([*args, f"hydra.run.dir={run_dir}"], cwd=tmp_path, kill_at=kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (run_dir / "metrics.json").exists()
-    loop = LoopState.from_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt")["training"]["loop"])
-    assert loop.global_step == saved_step
+    loop = load_checkpoint(run_dir / "checkpoints" / "last.pt")["training"]["loop"]
+    assert loop["global_step"] == saved_step
 
     # the user's command: the same overrides plus train.resume=<run dir>, which continues in place
     resumed = _train_cli([*args, f"train.resume={run_dir}"], cwd=tmp_path)
@@ -164,13 +162,12 @@ def test_sigterm_saves_and_prints_the_resume_command(args: list[str], reference:
     assert fingerprint(run_dir) == reference[1]
 
 
-def test_sigint_in_process_stops_at_the_step_boundary(tmp_path: Path, ett_dir: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigint_in_process_stops_at_the_step_boundary(tmp_path: Path, ett_dir: Path) -> None:
     before = signal.getsignal(signal.SIGINT)
-    monkeypatch.setenv(KILL_AT_ENV, "step:2:INT")
     with pytest.raises(TrainingInterrupted) as caught:
         train(tiny_config(ett_dir, **{"train.epochs": 1, "train.checkpoint_every": 0,
-                                      "train.plot_windows": 0}), output_dir=tmp_path)
+                                      "train.plot_windows": 0}), output_dir=tmp_path,
+              callbacks=[KillAt("step:2:INT")])
     assert caught.value.exit_code == 130 and caught.value.run_dir == str(tmp_path)
     assert "stopped by SIGINT at epoch 1, step 2 (global step 2)" in str(caught.value)
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["training"]["loop"]["global_step"] == 2

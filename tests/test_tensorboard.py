@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 from training_helpers import TINY_TRAIN, tiny_run
 
-from informer.plotting import ForecastWindow, plot_forecast_windows
+from informer.forecast.plot import ForecastWindow, plot_forecast_windows
 from informer.training.tensorboard import flatten
 
 STEPS = TINY_TRAIN["epochs"] * TINY_TRAIN["limit_train_batches"]

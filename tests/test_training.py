@@ -13,9 +13,9 @@ from training_helpers import TRAIN_SCRIPT, run_script, tiny_config, tiny_overrid
 
 from informer.checkpoint import build_model_from_checkpoint, load_checkpoint
 from informer.errors import UserError
-from informer.training import train
-from informer.training.loop import Trainer
-from informer.training.state import LoopState
+from informer.training import Callback, train
+from informer.training.schedule import SCHEDULES
+from informer.training.state import TrainingState
 
 DATA_KEYS = {"columns", "target", "features", "freq", "date_column", "scaler_mean", "scaler_scale",
              "last_timestamp", "first_timestamp", "source", "embed", "seasonal_period"}
@@ -64,14 +64,14 @@ def test_checkpoints_hold_the_contract_payload(trained: tuple[Path, float]) -> N
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     training = last["training"]
     assert {"optimizer", "grad_scaler", "loop", "lr", "rng", "world_size"} <= set(training)
-    loop = LoopState.from_dict(training["loop"])
-    assert (loop.epoch, loop.step_in_epoch, loop.global_step) == (2, 0, 6)
-    assert len(loop.val_loss_history) == 2
+    loop = training["loop"]
+    assert (loop["epoch"], loop["step_in_epoch"], loop["global_step"]) == (2, 0, 6)
+    assert len(loop["val_loss_history"]) == 2
     assert {"python", "numpy", "torch"} <= set(training["rng"][0])
 
 
-def test_loop_state_early_stopping() -> None:
-    state = LoopState()
+def test_training_state_early_stopping() -> None:
+    state = TrainingState()
     results = [state.finish_epoch(1.0, v, 1e-4, patience=2) for v in (0.5, 0.4, 0.45, 0.41)]
     assert results == [True, True, False, False]
     assert state.stopped_early and state.best_epoch == 1 and state.best_val_loss == 0.4
@@ -79,9 +79,9 @@ def test_loop_state_early_stopping() -> None:
 
 def test_early_stopping_stops_the_run(tmp_path: Path, ett_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a frozen learning rate keeps the validation loss from improving after the first epoch
-    monkeypatch.setattr("informer.training.loop.learning_rate", lambda *args, **kwargs: 0.0)
-    best = train(tiny_config(ett_dir, **{"train.epochs": 5, "train.patience": 2, "train.plot_windows": 0}),
-                 output_dir=tmp_path)
+    monkeypatch.setitem(SCHEDULES, "constant", lambda *args: 0.0)
+    best = train(tiny_config(ett_dir, **{"train.epochs": 5, "train.patience": 2, "train.plot_windows": 0,
+                                         "train.lradj": "constant"}), output_dir=tmp_path)
     history = json.loads((tmp_path / "metrics.json").read_text())["training"]
     assert history["stopped_early"] and history["epochs_run"] == 3 and history["best_epoch"] == 1
     assert best == history["val_loss"][0]
@@ -103,31 +103,40 @@ class _Killed(Exception):
     pass
 
 
-def test_resume_mid_epoch_is_exact(tmp_path: Path, ett_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    overrides = {"train.epochs": 2, "train.limit_train_batches": 4, "train.checkpoint_every": 3,
+class _DieAfterStep(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.state.global_step == self.step:
+            raise _Killed
+
+
+def test_resume_mid_epoch_is_exact(tmp_path: Path, ett_dir: Path) -> None:
+    """Killed part-way into an epoch, resumed, killed again after the resumed run's own mid-epoch last.pt,
+    resumed again: the same end as a run never interrupted."""
+    overrides = {"train.epochs": 2, "train.limit_train_batches": 4, "train.checkpoint_every": 1,
                  "train.plot_windows": 0}
     full = train(tiny_config(ett_dir, **overrides), output_dir=tmp_path / "full")
 
-    real_step = Trainer._step
-
-    def dying_step(self: Trainer, batch: tuple[torch.Tensor, ...]) -> float:
-        if self.state.global_step == 6:  # last.pt was written after step 6 (epoch 2, step 2)
-            raise _Killed
-        return real_step(self, batch)
-
-    monkeypatch.setattr(Trainer, "_step", dying_step)
+    run = tmp_path / "killed"
     with pytest.raises(_Killed):
-        train(tiny_config(ett_dir, **overrides), output_dir=tmp_path / "killed")
-    monkeypatch.setattr(Trainer, "_step", real_step)
-    loop = LoopState.from_dict(load_checkpoint(tmp_path / "killed/checkpoints/last.pt")["training"]["loop"])
-    assert (loop.epoch, loop.step_in_epoch, loop.global_step) == (1, 2, 6)
+        train(tiny_config(ett_dir, **overrides), output_dir=run, callbacks=[_DieAfterStep(5)])
+    loop = load_checkpoint(run / "checkpoints/last.pt")["training"]["loop"]
+    assert (loop["epoch"], loop["step_in_epoch"], loop["global_step"]) == (1, 1, 5)
+    again = tiny_config(ett_dir, **overrides, **{"train.resume": str(run)})
+    with pytest.raises(_Killed):
+        train(again, output_dir=run, callbacks=[_DieAfterStep(6)])
+    loop = load_checkpoint(run / "checkpoints/last.pt")["training"]["loop"]
+    assert (loop["epoch"], loop["step_in_epoch"], loop["global_step"]) == (1, 2, 6)
 
-    resumed = train(tiny_config(ett_dir, **overrides, **{"train.resume": str(tmp_path / "killed")}),
-                    output_dir=tmp_path / "resumed")
+    resumed = train(again, output_dir=tmp_path / "resumed")
     assert resumed == full
     a = load_checkpoint(tmp_path / "full/checkpoints/last.pt")
     b = load_checkpoint(tmp_path / "resumed/checkpoints/last.pt")
     assert a["training"]["loop"] == b["training"]["loop"]
+    assert torch.equal(a["training"]["data_order"]["loader_generator"],
+                       b["training"]["data_order"]["loader_generator"])
     for name, tensor in a["model_state"].items():
         assert torch.equal(tensor, b["model_state"][name]), name
 
@@ -173,11 +182,22 @@ def test_custom_csv_with_ms_features(tmp_path: Path, etth1_csv: Path) -> None:
 
 def test_no_autocast_on_cpu() -> None:
     from informer.config import TrainAppConfig
-    from informer.training.setup import amp_dtype, autocast_factory
+    from informer.training.distributed import amp_dtype, autocast_factory
 
-    app = TrainAppConfig()
-    assert app.train.amp and app.train.amp_dtype == "bf16"  # the defaults ask for bf16 AMP ...
+    tr = TrainAppConfig().train
+    assert tr.amp and tr.amp_dtype == "bf16"  # the defaults ask for bf16 AMP ...
     cpu = torch.device("cpu")
-    assert amp_dtype(app, cpu) is None  # ... which applies on CUDA only
+    assert amp_dtype(tr.amp, tr.amp_dtype, cpu) is None  # ... which applies on CUDA only
     with autocast_factory(cpu, None)():
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_huber_loss_early_stops_on_the_exact_validation_huber(tmp_path: Path, ett_dir: Path) -> None:
+    cfg = tiny_config(ett_dir, **{"train.loss": "huber", "train.epochs": 1, "train.limit_eval_batches": None,
+                                  "train.plot_windows": 0})
+    best = train(cfg, output_dir=tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["training"]["loss"] == "huber"
+    # the loop's criterion and the final evaluation of best.pt: the same windows, the same weights
+    assert best == pytest.approx(metrics["val"]["model"]["scaled"]["huber"], rel=1e-9)
+    assert metrics["val"]["model"]["scaled"]["huber"] < metrics["val"]["model"]["scaled"]["mse"] / 2 + 1e-12

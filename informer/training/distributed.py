@@ -1,24 +1,40 @@
-"""Process-group plumbing for DistributedDataParallel runs started by ``torchrun``.
+"""Processes, devices and what keeps DistributedDataParallel replicas identical.
 
-Processes learn their place from the launcher's environment (WORLD_SIZE, RANK, LOCAL_RANK). Side effects
+Processes learn their place from ``torchrun``'s environment (WORLD_SIZE, RANK, LOCAL_RANK). Side effects
 (logs, TensorBoard, checkpoints, metrics, progress bars) happen only where :func:`is_main_process` is
 true. Collectives on CPU tensors go through gloo, on CUDA tensors through NCCL, so one process group
 serves CPU and GPU runs alike.
+
+DDP averages gradients, so parameters stay identical; buffers are another matter. BatchNorm's running
+statistics (the distilling layer) are updated by each process's own batches, and a FAVOR+ feature
+redraw in the last step of an epoch happens after DDP's last broadcast of rank 0's buffers. Hence
+:func:`sync_batch_norm` (NCCL: statistics over the global batch) and :func:`broadcast_buffers` after every
+training epoch, before validation and checkpoints read them (a last.pt written mid-epoch holds rank 0's
+buffers, which DDP broadcasts before every forward anyway). :func:`check_replicas` verifies the result
+after training; a mismatch is logged as an error naming the tensors that differ and the run goes on:
+the final evaluation loads best.pt (written by rank 0) on every process, so its metrics stay
+consistent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import hashlib
 import io
+import logging
 import os
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from informer.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -149,40 +165,75 @@ def shard_range(n_items: int, rank: int, world_size: int) -> range:
     return range(start, stop)
 
 
-def agree_on_start_time() -> datetime:
-    """Rank 0's clock, seen by every process (so all of them name the same run directory)."""
-    now = datetime.now()
+# ------------------------------------------------------------------------------------------ devices
+def resolve_device(choice: str, local_rank: int = 0, field: str = "train.device") -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` (the value of ``field``) as this process's device."""
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError(f"{field}={choice} but no CUDA device is available; use {field}=auto or cpu")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def amp_dtype(enabled: bool, dtype_name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full precision. Never autocast on the CPU."""
+    if device.type != "cuda" or not enabled:
+        return None
+    if dtype_name == "bf16":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        log.warning("train.amp_dtype=bf16 is not supported by this GPU; using fp16 with loss scaling")
+    return torch.float16
+
+
+def autocast_factory(device: torch.device, dtype: torch.dtype | None) -> Callable[[], Any]:
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DistributedDataParallel and torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+# ------------------------------------------------------------------------------------------ replicas
+def sync_batch_norm(model: nn.Module, device: torch.device) -> nn.Module:
+    """BatchNorm layers as SyncBatchNorm (same state-dict keys) where the backend supports it: NCCL."""
+    if _active() and device.type == "cuda" and "nccl" in str(dist.get_backend()):
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Every buffer of ``model`` as rank 0 holds it (BatchNorm statistics, FAVOR+ features)."""
+    if _active():
+        for buffer in unwrap(model).buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def check_replicas(model: nn.Module) -> bool:
+    """True when every process holds the same state dict; otherwise log the tensors that differ."""
     if not _active():
-        return now
-    stamp = torch.tensor([now.timestamp()], dtype=torch.float64)
-    dist.broadcast(stamp, src=0)
-    return datetime.fromtimestamp(float(stamp.item()))
-
-
-_NOW = re.compile(r"\$\{now:([^}]*)\}")
-
-
-def hydra_overrides_for_rank(argv: list[str], config_file: Path) -> list[str]:
-    """Extra Hydra overrides so that all torchrun processes share rank 0's single run directory.
-
-    Each process runs its own Hydra, and ``${now:...}`` in ``hydra.run.dir`` would be read from each
-    process's clock; so the processes join the process group first, take rank 0's start time and pin
-    ``hydra.run.dir`` to it (unless the user set it). Ranks other than 0 write no ``.hydra/`` folder and
-    no log file there. Returns [] for a single process.
-    """
-    ctx = env_context()
-    if not ctx.enabled:
-        return []
-    init_distributed()
-    start = agree_on_start_time()
-    extra: list[str] = []
-    if not any(arg.startswith(("hydra.run.dir=", "++hydra.run.dir=")) for arg in argv):
-        from omegaconf import OmegaConf
-
-        raw = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
-        template = str(raw["hydra"]["run"]["dir"])  # type: ignore[index]
-        pinned = _NOW.sub(lambda match: start.strftime(match.group(1)), template)
-        extra.append(f"hydra.run.dir='{pinned}'")
-    if not ctx.is_main:
-        extra += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
-    return extra
+        return True
+    state = unwrap(model).state_dict()
+    digests = {name: hashlib.sha256(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+                                    .numpy().tobytes()).hexdigest()
+               for name, tensor in state.items()}
+    gathered = all_gather_objects(digests)
+    differing = [name for name in digests if len({d.get(name) for d in gathered}) > 1]
+    if differing:
+        shown = ", ".join(differing[:8]) + (f" and {len(differing) - 8} more" if len(differing) > 8 else "")
+        log.error("model replicas differ across the %d processes in %d tensor(s): %s. Checkpoints hold "
+                  "rank 0's values and the final evaluation uses best.pt on every process.",
+                  len(gathered), len(differing), shown)
+        return False
+    overall = hashlib.sha256("".join(digests[name] for name in sorted(digests)).encode()).hexdigest()
+    log.info("parameters identical on all %d processes (sha256 %s)", len(gathered), overall[:16])
+    return True

@@ -1,10 +1,16 @@
 """Scoring a split exactly: every window, in order, sums in float64, sharded across processes without
-padding; plus the two naive baselines on the same windows and forecast figures for TensorBoard."""
+padding; the two naive baselines on the same windows; forecast figures for TensorBoard; and the
+standalone evaluation of a saved checkpoint (``scripts/evaluate.py``), which needs only the checkpoint
+and the data file it was trained on and reproduces the numbers of the run's metrics.json."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,10 +19,21 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from informer.data import DataBundle, WindowDataset, make_decoder_input
+from informer.checkpoint import build_model_from_checkpoint, default_file_mode, load_checkpoint
+from informer.config import DEVICES, check_choice, resolve_path, to_app_config
+from informer.data import SPLITS, DataBundle, WindowDataset, load_data_bundle, make_decoder_input
+from informer.errors import CheckpointError, DataError, UserError
+from informer.forecast.plot import ForecastWindow, plot_forecast_windows
 from informer.metrics import ForecastScore, inverse_scaler
-from informer.plotting import ForecastWindow, plot_forecast_windows
-from informer.training.distributed import DistContext, all_reduce_sum, shard_range
+from informer.training.distributed import (
+    DistContext,
+    all_reduce_sum,
+    amp_dtype,
+    autocast_factory,
+    resolve_device,
+    shard_range,
+    unwrap,
+)
 
 MAPE_NOTE = ("MAPE and MSPE leave out points whose true value is exactly 0 (counted in "
              "zero_targets_excluded); on scaled data they are not meaningful, read them in original units")
@@ -36,17 +53,6 @@ def forecast(model: nn.Module, batch: Batch, label_len: int, pred_len: int, c_ou
         out = out[0]
     truth = y[:, -pred_len:, -c_out:]  # [B, pred_len, c_out]
     return out.float(), truth
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DistributedDataParallel and torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def target_stats(bundle: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,12 +122,6 @@ def evaluate_split(model: nn.Module, bundle: DataBundle, split: str, *, batch_si
     return result
 
 
-def validation_loss(metrics: dict[str, Any], loss: str) -> float:
-    """The early-stopping criterion: the training loss function on the scaled validation data."""
-    value = metrics["model"]["scaled"]["mae" if loss == "mae" else "mse"]
-    return float(value) if value is not None else math.nan
-
-
 def plot_indices(n_windows: int, count: int) -> list[int]:
     """``count`` fixed windows spread evenly over the split (the same ones every epoch)."""
     if count <= 0 or n_windows <= 0:
@@ -159,3 +159,81 @@ def forecast_figure(model: nn.Module, bundle: DataBundle, split: str, indices: S
             prediction=fut[k], truth=true[k], title=f"{split} window {i} ({bundle.target})",
         ))
     return plot_forecast_windows(windows, ylabel=bundle.target)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def _data_file(payload: dict[str, Any], dataset: dict[str, Any], data_dir: str | None, ckpt: Path) -> Path:
+    recorded = payload["data"].get("source")
+    if data_dir is not None:
+        name = Path(recorded).name if recorded else f"{dataset['name']}.csv"
+        path = resolve_path(data_dir) / name
+    elif recorded:
+        path = Path(recorded)
+    else:
+        raise CheckpointError(f"{ckpt} does not record its data file; pass data_dir=<folder holding the CSV>")
+    if not path.is_file():
+        raise DataError(f"the data file {path} used to train {ckpt} is missing; pass "
+                        f"data_dir=<folder holding {path.name}> (the file the model was trained on)")
+    return path
+
+
+def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", data_dir: str | None = None,
+                        batch_size: int = 64, device: str = "auto") -> dict[str, Any]:
+    """Score a checkpoint on every window of one split; ``{split: metrics, "checkpoint": ..., ...}``."""
+    check_choice("split", split, SPLITS)
+    check_choice("device", device, DEVICES)
+    if batch_size <= 0:
+        raise UserError(f"batch_size must be a positive integer, got {batch_size}")
+    ckpt = resolve_path(checkpoint)
+    payload = load_checkpoint(ckpt)
+    config, data = payload.get("config"), payload.get("data")
+    if not isinstance(config, dict) or not isinstance(data, dict) or "dataset" not in config:
+        raise CheckpointError(f"{ckpt} lacks the run config or data section written by informer training")
+    app = to_app_config({k: v for k, v in config.items() if k in ("dataset", "model", "train", "paths")})
+    source = _data_file(payload, config["dataset"], data_dir, ckpt)
+    spec = payload["model_config"]
+    bundle = load_data_bundle({**config["dataset"], "path": str(source)}, source.parent, spec["seq_len"],
+                              spec["label_len"], spec["pred_len"], spec["embed"], download=False)
+    if bundle.columns != list(data["columns"]):
+        raise DataError(f"{source} yields columns {bundle.columns}, the checkpoint was trained on "
+                        f"{list(data['columns'])}; use the training data file")
+    if not (np.allclose(bundle.scaler.mean_, data["scaler_mean"], rtol=1e-9, atol=1e-12)
+            and np.allclose(bundle.scaler.scale_, data["scaler_scale"], rtol=1e-9, atol=1e-12)):
+        raise DataError(f"the training rows of {source} differ from those the checkpoint was trained on "
+                        "(its scaler statistics do not match); evaluate on the original data file")
+    torch_device = resolve_device(device, field="device")
+    model = build_model_from_checkpoint(payload, ckpt, torch_device)
+    # the same precision as training's final evaluation
+    autocast = autocast_factory(torch_device, amp_dtype(app.train.amp, app.train.amp_dtype, torch_device))
+    metrics = evaluate_split(model, bundle, split, batch_size=batch_size, device=torch_device,
+                             autocast=autocast)
+    return {split: metrics, "checkpoint": str(ckpt), "data": str(source), "notes": MAPE_NOTE}
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN and infinities (not valid JSON) become None, recursively."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Atomic JSON write (metrics.json, scripts/evaluate.py's output); NaN/inf become null."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, default_file_mode())
+        with os.fdopen(fd, "w") as handle:
+            json.dump(json_safe(obj), handle, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,14 +1,14 @@
 """The training loop: epochs of optimizer steps, validation, early stopping and checkpoints.
 
-All state that changes while training lives in ``Trainer.state`` (a LoopState), the optimizer, the
-GradScaler and the train loader's generator, so a checkpoint of those plus the RNG states is a complete
-description of the loop: a run resumed from ``last.pt`` takes exactly the steps the uninterrupted run
-would have taken.
+Everything that changes while training lives in the :class:`~informer.training.state.TrainingState`,
+the model, the optimizer and the GradScaler, and ``last.pt`` holds all of them plus the RNG states: a
+run resumed from it takes exactly the steps the uninterrupted run would have taken.
 
 Order of the side effects at a step or epoch boundary (the resume contract): TensorBoard events for
 global step T are written and flushed before the checkpoint of step T, so a resumed run purges only
 events after T; ``best.pt`` is written before ``last.pt``, so a kill between the two re-creates the same
-``best.pt`` on resume.
+``best.pt`` on resume. Callbacks run after a boundary's checkpoints and before a pending stop request
+is honoured.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,28 +29,58 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from informer.checkpoint import non_finite_entries, save_checkpoint
-from informer.config import ModelConfig, TrainAppConfig
+from informer.checkpoint import model_payload, non_finite_entries, save_checkpoint
+from informer.config import ModelConfig, TrainAppConfig, TrainConfig
 from informer.data import DataBundle
 from informer.errors import TrainingDiverged, UserError
-from informer.training.artifacts import model_payload, training_section
-from informer.training.distributed import DistContext, all_gather_objects, all_reduce_sum, any_process
-from informer.training.evaluate import (
-    Batch,
-    evaluate_split,
-    forecast,
-    forecast_figure,
-    plot_indices,
+from informer.training.distributed import (
+    DistContext,
+    all_reduce_sum,
+    any_process,
+    autocast_factory,
+    broadcast_buffers,
     unwrap,
-    validation_loss,
 )
-from informer.training.interrupt import KillHook, StopRequest, TrainingInterrupted
+from informer.training.evaluate import Batch, evaluate_split, forecast, forecast_figure, plot_indices
+from informer.training.registry import HEADLINE, LOSSES, pick, validation_loss
 from informer.training.schedule import learning_rate, set_learning_rate
-from informer.training.setup import autocast_factory
-from informer.training.state import LoopState, capture_rng_state
+from informer.training.signals import StopRequest, TrainingInterrupted
+from informer.training.state import TrainingState
 from informer.training.tensorboard import RunWriter
 
 log = logging.getLogger(__name__)
+
+
+class Callback:
+    """Hooks into the loop (for tests and extensions); each receives the Trainer, whose ``state`` says
+    where training stands. The default methods do nothing."""
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        """After an optimizer step and its periodic last.pt, if any."""
+
+    def on_validation_batch_end(self, trainer: Trainer) -> None:
+        """After each batch of the epoch's validation."""
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        """After the epoch's best.pt / last.pt are written."""
+
+
+@dataclass
+class RunParts:
+    """What train() assembled for the loop."""
+
+    app: TrainAppConfig
+    bundle: DataBundle
+    model_cfg: ModelConfig
+    model: nn.Module  # what the loop calls: possibly wrapped in DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    grad_scaler: torch.amp.GradScaler | None
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    dist: DistContext
+    writer: RunWriter
+    checkpoint_dir: Path
+    config: dict[str, Any]  # the resolved run config stored in checkpoints
 
 
 class ResumableSampler(DistributedSampler):
@@ -71,71 +101,56 @@ class ResumableSampler(DistributedSampler):
         return max(self.num_samples - self.skip, 0)
 
 
-@dataclass
-class RunParts:
-    """What the runner assembled for the loop."""
-
-    app: TrainAppConfig
-    bundle: DataBundle
-    model_cfg: ModelConfig
-    model: nn.Module  # what the loop calls: possibly wrapped in DDP and/or torch.compile
-    optimizer: torch.optim.Optimizer
-    grad_scaler: torch.amp.GradScaler | None
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    dist: DistContext
-    writer: RunWriter
-    checkpoint_dir: Path
-    config: dict[str, Any]  # the resolved run config stored in checkpoints
+def steps_per_epoch(tr: TrainConfig, n_windows: int, world_size: int) -> int:
+    """Optimizer steps in one epoch (the same on every process: the last partial batch is dropped)."""
+    per_process = -(-n_windows // world_size)  # DistributedSampler's share, padding included
+    full = per_process // (tr.batch_size // world_size)
+    if full == 0:
+        raise UserError(f"train.batch_size={tr.batch_size} exceeds the {n_windows} training windows; use a "
+                        "smaller batch size or a longer series")
+    return min(full, tr.limit_train_batches or full)
 
 
 class Trainer:
-    """Runs epochs from ``state`` on; ``resume`` is last.pt's ``training`` section when continuing a run."""
+    """Runs epochs from ``state`` on (a fresh TrainingState, or one loaded from last.pt)."""
 
-    def __init__(self, parts: RunParts, state: LoopState | None = None, resume: dict[str, Any] | None = None,
-                 stop: StopRequest | None = None) -> None:
+    def __init__(self, parts: RunParts, state: TrainingState, stop: StopRequest | None = None,
+                 callbacks: Sequence[Callback] = ()) -> None:
         self.p = parts
-        self.state = state or LoopState()
+        self.state = state
         self.stop = stop or StopRequest()
-        self.kill_hook = KillHook()
+        self.callbacks = list(callbacks)
         tr = parts.app.train
+        self.main = parts.dist.is_main
         self.autocast = autocast_factory(parts.device, parts.amp_dtype)
+        self.loss_fn = LOSSES[tr.loss].fn
         self.per_rank_batch = tr.batch_size // parts.dist.world_size
         self.sampler = ResumableSampler(parts.bundle.train, num_replicas=parts.dist.world_size,
                                         rank=parts.dist.rank, shuffle=True, seed=tr.seed, drop_last=False)
-        # the loader draws a base seed for its workers from this generator each epoch; it is part of the
-        # data order, so last.pt stores its state as of the start of the epoch in progress
-        self.generator = torch.Generator()
-        if resume is not None and isinstance(resume.get("data_order"), dict):
-            self.generator.set_state(resume["data_order"]["loader_generator"])
-        self.epoch_generator_state = self.generator.get_state()
         self.loader = DataLoader(parts.bundle.train, batch_size=self.per_rank_batch, sampler=self.sampler,
                                  drop_last=True, num_workers=tr.num_workers,
-                                 pin_memory=parts.device.type == "cuda", generator=self.generator)
-        full = self.sampler.num_samples // self.per_rank_batch  # batches per epoch on every rank
-        if full == 0:
-            raise UserError(f"train.batch_size={tr.batch_size} exceeds the {len(parts.bundle.train)} "
-                            "training windows; use a smaller batch size or a longer series")
-        self.steps_per_epoch = min(full, tr.limit_train_batches or full)
-        self.criterion = nn.L1Loss() if tr.loss == "mae" else nn.MSELoss()
+                                 pin_memory=parts.device.type == "cuda", generator=state.loader_generator)
+        self.steps_per_epoch = steps_per_epoch(tr, len(parts.bundle.train), parts.dist.world_size)
         self.plot_windows = plot_indices(len(parts.bundle.val), tr.plot_windows)
-        self.main = parts.dist.is_main
         # the rate of the last step taken (what an epoch records), or of the first step of a new epoch
-        st = self.state
-        self.lr = self._lr(st.epoch, max(st.step_in_epoch - 1, 0))
+        self.lr = self._lr(state.epoch, max(state.step_in_epoch - 1, 0))
         self.stop_agreed = False  # set by each step: some process was asked to stop
-        self.saved_step = st.global_step if resume is not None else None  # global step of last.pt
 
     def _lr(self, epoch: int, step: int) -> float:
         tr = self.p.app.train
         return learning_rate(tr.lradj, tr.learning_rate, epoch, step / self.steps_per_epoch, tr.epochs)
 
+    def _callback(self, hook: str) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self)
+
     # ------------------------------------------------------------------ epochs
-    def fit(self) -> LoopState:
+    def fit(self) -> TrainingState:
         tr, st = self.p.app.train, self.state
         while st.epoch < tr.epochs and not st.stopped_early:
             started = time.perf_counter()
             train_loss = self._train_epoch()
+            broadcast_buffers(self.p.model)  # validation and checkpoints read rank 0's buffers everywhere
             val_loss = self._validate()
             lr = self.lr
             improved = st.finish_epoch(train_loss, val_loss, lr, tr.patience)
@@ -147,7 +162,7 @@ class Trainer:
                                     self.p.checkpoint_dir / "best.pt")
             self._log_epoch(train_loss, val_loss, lr, time.perf_counter() - started, improved)
             self.save_last()
-            self.kill_hook("epoch_end", st.epoch)
+            self._callback("on_epoch_end")
             if any_process(self.stop.requested, self.p.device):
                 self._interrupted(f"after epoch {st.epoch}")
         if st.stopped_early:
@@ -157,8 +172,7 @@ class Trainer:
     def _train_epoch(self) -> float:
         st, tr = self.state, self.p.app.train
         self.sampler.set_position(st.epoch, st.step_in_epoch * self.per_rank_batch)
-        if st.step_in_epoch == 0:
-            self.epoch_generator_state = self.generator.get_state()
+        st.start_epoch()
         self.p.model.train()
         remaining = self.steps_per_epoch - st.step_in_epoch
         bar = tqdm(total=self.steps_per_epoch, initial=st.step_in_epoch, leave=False, dynamic_ncols=True,
@@ -174,10 +188,10 @@ class Trainer:
             self.p.writer.scalar("lr", self.lr, st.global_step)
             if tr.checkpoint_every and st.global_step % tr.checkpoint_every == 0:
                 self.save_last()
-            self.kill_hook("step", st.global_step)
+            self._callback("on_step_end")
             if self._stop_now():
                 bar.close()
-                if self.saved_step != st.global_step:
+                if st.saved_step != st.global_step:
                     self.save_last()
                 self._interrupted(f"at epoch {st.epoch + 1}, step {st.step_in_epoch} "
                                   f"(global step {st.global_step})")
@@ -190,7 +204,7 @@ class Trainer:
         batch = tuple(t.to(p.device, non_blocking=True) for t in batch)
         pred, truth = forecast(p.model, batch, p.bundle.label_len, p.bundle.pred_len, p.bundle.c_out,
                                self.autocast)
-        loss = self.criterion(pred, truth)
+        loss = self.loss_fn(pred, truth)
         p.optimizer.zero_grad(set_to_none=True)
         if p.grad_scaler is not None:
             p.grad_scaler.scale(loss).backward()
@@ -229,22 +243,18 @@ class Trainer:
     def _validate(self) -> float:
         p, tr = self.p, self.p.app.train
         limit = tr.limit_eval_batches * tr.eval_batch_size if tr.limit_eval_batches else None
-        epoch = self.state.epoch + 1
         metrics = evaluate_split(p.model, p.bundle, "val", batch_size=tr.eval_batch_size, device=p.device,
                                  autocast=self.autocast, dist_ctx=p.dist, max_windows=limit, baselines=False,
                                  num_workers=tr.num_workers,
-                                 on_batch=lambda: self.kill_hook("validation", epoch))
+                                 on_batch=lambda: self._callback("on_validation_batch_end"))
         loss = validation_loss(metrics, tr.loss)
         if not math.isfinite(loss):
             raise TrainingDiverged(
-                f"the validation loss of epoch {epoch} is {loss}: the model produces NaN or infinite "
-                "forecasts; lower train.learning_rate or check the data for extreme values; "
+                f"the validation loss of epoch {self.state.epoch + 1} is {loss}: the model produces NaN or "
+                "infinite forecasts; lower train.learning_rate or check the data for extreme values; "
                 f"{self._last_good()}"
             )
-        self.p.writer.scalars("val", {"mse": metrics["model"]["scaled"]["mse"],
-                                      "mae": metrics["model"]["scaled"]["mae"],
-                                      "mse_original": metrics["model"]["original"]["mse"]},
-                              self.state.global_step)
+        p.writer.scalars("val", pick(metrics, HEADLINE), self.state.global_step)
         return loss
 
     # ------------------------------------------------------------------ stopping
@@ -253,14 +263,13 @@ class Trainer:
         return self.stop_agreed if self.p.dist.enabled else self.stop.requested
 
     def _interrupted(self, position: str) -> None:
-        run_dir = self.p.checkpoint_dir.parent
-        raise TrainingInterrupted(self.stop.signum or signal.SIGTERM, str(run_dir),
+        raise TrainingInterrupted(self.stop.signum or signal.SIGTERM, str(self.p.checkpoint_dir.parent),
                                   str(self.p.checkpoint_dir / "last.pt"), position)
 
     def _last_good(self) -> str:
-        if self.saved_step is None:
+        if self.state.saved_step is None:
             return "no checkpoint of this run was written yet"
-        return (f"checkpoints/last.pt keeps the last good state (global step {self.saved_step}); "
+        return (f"checkpoints/last.pt keeps the last good state (global step {self.state.saved_step}); "
                 "resume from it with a lower train.learning_rate")
 
     def _check_finite(self, name: str) -> None:
@@ -296,28 +305,18 @@ class Trainer:
                  train_loss, val_loss, lr, seconds, "  (best)" if improved else "")
 
     def _payload(self, **extra: Any) -> dict[str, Any]:
-        return model_payload(self.p.model, self.p.model_cfg, self.p.config, self.p.bundle.checkpoint_data(),
-                             **extra)
-
-    def _data_order(self) -> dict[str, Any]:
-        """Where the train loader stands: the sampler's (seed, epoch, position) and the generator state
-        the epoch in progress started from (between epochs: the one the next epoch starts from)."""
-        st, tr = self.state, self.p.app.train
-        generator = self.epoch_generator_state if st.step_in_epoch else self.generator.get_state()
-        return {"seed": tr.seed, "epoch": st.epoch, "samples_done": st.step_in_epoch * self.per_rank_batch,
-                "batch_size": tr.batch_size, "loader_generator": generator}
+        p = self.p
+        return model_payload(unwrap(p.model), p.model_cfg, p.config, p.bundle.checkpoint_data(), **extra)
 
     def save_last(self) -> None:
-        """Write last.pt with the full loop state. Collective: every process must call it."""
+        """Write last.pt with the full training state. Collective: every process must call it."""
         self._check_finite("last.pt")
         self.p.writer.flush()  # events up to this step reach the disk before the checkpoint naming it
-        rng = all_gather_objects(capture_rng_state())
-        if self.main:
-            tr = self.p.app.train
-            schedule = {"lradj": tr.lradj, "learning_rate": tr.learning_rate, "epochs": tr.epochs,
-                        "steps_per_epoch": self.steps_per_epoch}
-            payload = self._payload(training=training_section(
-                self.p.optimizer, self.p.grad_scaler, self.state, self.lr, rng,
-                schedule=schedule, data_order=self._data_order()))
-            save_checkpoint(payload, self.p.checkpoint_dir / "last.pt")
-        self.saved_step = self.state.global_step
+        tr, st = self.p.app.train, self.state
+        schedule = {"lradj": tr.lradj, "learning_rate": tr.learning_rate, "epochs": tr.epochs,
+                    "steps_per_epoch": self.steps_per_epoch}
+        data_order = {"seed": tr.seed, "epoch": st.epoch, "batch_size": tr.batch_size,
+                      "samples_done": st.step_in_epoch * self.per_rank_batch}
+        st.save(self.p.checkpoint_dir / "last.pt", model_payload=self._payload() if self.main else {},
+                optimizer=self.p.optimizer, grad_scaler=self.p.grad_scaler, lr=self.lr, schedule=schedule,
+                data_order=data_order)

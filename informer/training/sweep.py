@@ -2,7 +2,8 @@
 
 ``SweepSummaryCallback`` is registered under ``hydra.callbacks`` in configs/train.yaml, so every
 ``python scripts/train.py -m ...`` (grid, Optuna or any launcher) ends with one row per job: the job's
-overrides, its best validation loss, its test MSE/MAE when its metrics.json has them, and its directory.
+overrides, its summary numbers (:data:`informer.training.registry.RUN_SUMMARY`: best validation loss, test
+MSE/MAE when its metrics.json has them) and its directory.
 
 The table is rebuilt from what the jobs left on disk, never from memory alone: a launcher such as
 submitit runs the jobs in other processes (or on other machines), where ``on_job_end`` fires far from
@@ -33,12 +34,14 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from informer.training.registry import RUN_SUMMARY, dig, pick
+
 log = logging.getLogger(__name__)
 
 JOB_RECORD = "sweep_job.json"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
-METRIC_COLUMNS = ("best_val_loss", "test_mse", "test_mae")
+METRIC_COLUMNS = tuple(RUN_SUMMARY)
 
 
 @dataclass
@@ -49,10 +52,12 @@ class JobRow:
     job: int | None = None
     overrides: list[str] = field(default_factory=list)
     status: str = "incomplete"  # completed | diverged | failed | incomplete (running, killed, never reported)
-    best_val_loss: float | None = None
-    test_mse: float | None = None
-    test_mae: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # RUN_SUMMARY's numbers that the job has
     error: str | None = None
+
+    @property
+    def best_val_loss(self) -> float | None:
+        return self.metrics.get("best_val_loss")
 
     def override_values(self) -> dict[str, str]:
         """``{"model.d_model": "256", ...}``; Hydra's ``+``/``++``/``~`` prefixes are dropped from keys."""
@@ -65,19 +70,8 @@ class JobRow:
 
 # ------------------------------------------------------------------------------------------ reading
 def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _dig(tree: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(tree, dict) or key not in tree:
-            return None
-        tree = tree[key]
-    return tree
+    """``value`` as a finite float, else None."""
+    return dig(value, ())
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -111,11 +105,10 @@ def read_job(job_dir: Path) -> JobRow:
         row.error = record.get("error")
     elif metrics is not None:
         row.status = "completed"
-    row.best_val_loss = _number(_dig(metrics, "training", "best_val_loss"))
-    if row.best_val_loss is None:
-        row.best_val_loss = _number(record.get("return_value"))
-    row.test_mse = _number(_dig(metrics, "test", "model", "scaled", "mse"))
-    row.test_mae = _number(_dig(metrics, "test", "model", "scaled", "mae"))
+    row.metrics = pick(metrics or {}, RUN_SUMMARY)
+    returned = _number(record.get("return_value"))  # what train() returned, when metrics.json is missing
+    if row.best_val_loss is None and returned is not None:
+        row.metrics["best_val_loss"] = returned
     return row
 
 
@@ -184,7 +177,7 @@ def render_csv(rows: list[JobRow]) -> str:
         values = r.override_values()
         writer.writerow([
             "" if r.job is None else r.job, *(values.get(k, "") for k in keys),
-            *("" if v is None else repr(v) for v in (r.best_val_loss, r.test_mse, r.test_mae)),
+            *("" if k not in r.metrics else repr(r.metrics[k]) for k in METRIC_COLUMNS),
             r.status, str(r.directory), " ".join(r.overrides), r.error or "",
         ])
     return buffer.getvalue()
@@ -209,7 +202,7 @@ def render_markdown(rows: list[JobRow], sweep_dir: Path) -> str:
             where = str(r.directory)
         status = r.status if not r.error else f"{r.status}: {r.error}"
         cells = ["" if r.job is None else str(r.job), *(_short(values.get(k, "")) for k in keys),
-                 _fmt(r.best_val_loss), _fmt(r.test_mse), _fmt(r.test_mae), status, where]
+                 *(_fmt(r.metrics.get(k)) for k in METRIC_COLUMNS), status, where]
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     best = best_row(rows)
     if best is not None:

@@ -1,26 +1,15 @@
-"""Stopping a run cleanly on SIGINT/SIGTERM, and the test-only hook that kills it at a chosen point.
+"""Stopping a run cleanly on SIGINT/SIGTERM.
 
 A signal handler only sets a flag: the loop notices it at the next step boundary (or after the epoch's
 validation), writes ``last.pt`` there and raises :class:`TrainingInterrupted`; nothing is ever saved
 from inside the handler, where the model may be half-way through an optimizer step. A second signal
 while the first is pending falls back to the default action (immediate exit, no save): ``last.pt`` is
 written atomically, so the previous one stays valid.
-
-Testing hook (the one place it is defined): the environment variable ``INFORMER_TEST_KILL_AT`` set to
-``<point>:<n>[:<SIGNAL>]`` makes the training process send itself ``SIGNAL`` (default ``KILL``) at
-
-    step:<n>         just after global optimizer step n (1-based) and its periodic checkpoint, if any
-    validation:<n>   during epoch n's validation, after its first batch
-    epoch_end:<n>    after epoch n's checkpoints are written
-
-e.g. ``INFORMER_TEST_KILL_AT=step:7`` or ``INFORMER_TEST_KILL_AT=step:3:TERM``. The resume tests use it to
-interrupt a run at a deterministic place; it has no other use.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from types import FrameType, TracebackType
@@ -28,8 +17,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-KILL_AT_ENV = "INFORMER_TEST_KILL_AT"
-KILL_POINTS = ("step", "validation", "epoch_end")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -84,31 +71,3 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-
-
-def _parse_kill_at(value: str) -> tuple[str, int, signal.Signals] | None:
-    parts = value.split(":")
-    if len(parts) not in (2, 3) or parts[0] not in KILL_POINTS or not parts[1].isdigit():
-        log.warning("ignoring %s=%r: expected <%s>:<n>[:<SIGNAL>]", KILL_AT_ENV, value, "|".join(KILL_POINTS))
-        return None
-    name = parts[2].upper() if len(parts) == 3 else "KILL"
-    try:
-        sig = signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
-    except KeyError:
-        log.warning("ignoring %s=%r: unknown signal %s", KILL_AT_ENV, value, name)
-        return None
-    return parts[0], int(parts[1]), sig
-
-
-class KillHook:
-    """The ``INFORMER_TEST_KILL_AT`` testing hook, read once per run; inert when the variable is unset."""
-
-    def __init__(self) -> None:
-        raw = os.environ.get(KILL_AT_ENV)
-        self.target = _parse_kill_at(raw) if raw else None
-
-    def __call__(self, point: str, n: int) -> None:
-        if self.target is not None and self.target[:2] == (point, n):
-            sig = self.target[2]
-            self.target = None  # fire once
-            os.kill(os.getpid(), sig)
