@@ -41,7 +41,8 @@ class ProjectionsOnly(AttentionCore):
     without its core.
     """
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tau: torch.Tensor | None = None,
+                delta: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         return q + k + v, None  # [B, L, H, E]
 
 
@@ -52,7 +53,8 @@ class ValuesOnly(AttentionCore):
     floor lower than any layer that uses its queries and keys, kept in the table for comparison.
     """
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tau: torch.Tensor | None = None,
+                delta: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         return v, None  # [B, L, H, E]
 
 

@@ -1,4 +1,5 @@
-"""Forecast from a saved checkpoint: ``api`` (Forecaster), ``io`` (input checks), ``cli``, ``plot``.
+"""Forecast from a saved checkpoint: ``api`` (Forecaster), ``io`` (input checks), ``cli``, ``plot``,
+``skill`` (the note for a model that did not beat seasonal naive on validation).
 
     from informer.forecast import Forecaster
     future = Forecaster.from_checkpoint("runs/x/checkpoints/best.pt").predict("ETTh1.csv")
@@ -16,14 +17,16 @@ if TYPE_CHECKING:
     from informer.forecast.api import Forecaster, ForecastResult, forecast_latency
     from informer.forecast.io import TRUE_SUFFIX, SeriesTable
     from informer.forecast.plot import ForecastWindow, plot_forecast_windows, render_forecast_png
+    from informer.forecast.skill import LowSkillWarning
 
 _WHERE = {
     "Forecaster": "api", "ForecastResult": "api", "forecast_latency": "api",
     "TRUE_SUFFIX": "io", "SeriesTable": "io",
     "ForecastWindow": "plot", "plot_forecast_windows": "plot", "render_forecast_png": "plot",
+    "LowSkillWarning": "skill",
 }
-__all__ = ["TRUE_SUFFIX", "ForecastResult", "ForecastWindow", "Forecaster", "SeriesTable", "forecast_latency",
-           "plot_forecast_windows", "render_forecast_png"]
+__all__ = ["TRUE_SUFFIX", "ForecastResult", "ForecastWindow", "Forecaster", "LowSkillWarning", "SeriesTable",
+           "forecast_latency", "plot_forecast_windows", "render_forecast_png"]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,10 @@
 The look-back window is scaled with the training scaler stored in the checkpoint (never refitted on
 the input), the decoder gets the last ``label_len`` known steps then ``pred_len`` zeros, and its time
 marks come from the real future timestamps, so the forecast continues the calendar.
+
+A checkpoint whose recorded validation MSE is not better than seasonal naive's (skill <= 0, see
+:mod:`informer.forecast.skill`) makes :meth:`Forecaster.predict` issue a one-line
+:class:`~informer.forecast.skill.LowSkillWarning` through :func:`warnings.warn`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +34,7 @@ from informer.data.frequency import future_timestamps
 from informer.data.timefeatures import time_features
 from informer.errors import CheckpointError, DataError
 from informer.forecast.io import TRUE_SUFFIX, SeriesTable, known_values, locate_origin, look_back, read_table
+from informer.forecast.skill import LowSkillWarning, low_skill_note, validation_skill
 
 logger = logging.getLogger(__name__)
 _DATA_KEYS = ("columns", "target", "features", "freq", "date_column", "scaler_mean", "scaler_scale")
@@ -45,7 +51,15 @@ class ForecastResult:
 
 
 class Forecaster:
-    """A trained model plus the data schema and scaler it was trained with."""
+    """A trained model plus the data schema and scaler it was trained with.
+
+    Honesty about skill: when the checkpoint records a validation skill vs seasonal naive <= 0
+    (``payload["validation"]["skill"]``), :meth:`predict` calls ``warnings.warn(note, LowSkillWarning)``
+    with the one-line :attr:`low_skill_note` (Python shows a given warning once per call site by
+    default; filter ``LowSkillWarning`` to silence it). :meth:`run` never warns: callers that use it
+    (the forecast command) report :attr:`low_skill_note` themselves. Checkpoints without the field
+    (written before it existed) and those with skill > 0 give no warning.
+    """
 
     def __init__(self, payload: dict[str, Any], path: str | os.PathLike[str] = "<checkpoint>",
                  device: str | torch.device = "cpu") -> None:
@@ -64,6 +78,8 @@ class Forecaster:
         self._mean = np.asarray(data["scaler_mean"], dtype=np.float64)  # [C]
         self._scale = np.asarray(data["scaler_scale"], dtype=np.float64)  # [C]
         self._c_out = int(cfg["c_out"])
+        self.validation_skill: float | None = validation_skill(payload)  # None: not recorded
+        self.low_skill_note: str | None = low_skill_note(payload)  # set when validation_skill <= 0
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Forecaster:
@@ -148,11 +164,14 @@ class Forecaster:
 
         Returns a DataFrame indexed by the future timestamps (index name: the date column), one column
         per forecast variable in original units; with ``as_of``, also ``<name>_true`` columns holding
-        the data's values at those timestamps (NaN where the data has none).
+        the data's values at those timestamps (NaN where the data has none). Warns with a
+        :class:`LowSkillWarning` when the model did not beat seasonal naive on validation.
         """
         result = self.run(self.table(data), as_of)
         for note in result.notes:
             logger.info(note)
+        if self.low_skill_note is not None:
+            warnings.warn(self.low_skill_note, LowSkillWarning, stacklevel=2)
         return result.frame
 
     def run(self, table: SeriesTable, as_of: str | pd.Timestamp | None = None,

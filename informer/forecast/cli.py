@@ -9,6 +9,7 @@ inside the functions that need it, so ``--help`` and a mistyped path answer with
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -47,6 +48,8 @@ options:
   device=NAME       cpu (default) or cuda.
 
 Exit status: 0 on success, 2 for a problem with the inputs (the message says what to fix).
+A checkpoint whose validation MSE was not better than seasonal naive's (recorded by training) gets a
+one-line "note: ..." on stderr; the forecast is still written and the exit status is still 0.
 Example:
   python scripts/forecast.py checkpoint=outputs/2024-01-01/12-00-00/checkpoints/best.pt \\
       input=data/ETT-small/ETTh1.csv as_of="2018-06-01 00:00:00"
@@ -165,6 +168,8 @@ def run_forecast(opts: ForecastOptions) -> tuple[Path, Path | None]:
     from informer.forecast.io import TRUE_SUFFIX, locate_origin
 
     fc = Forecaster.from_checkpoint(checkpoint, device=opts.device)
+    if fc.low_skill_note is not None:  # a caution, not an error: the forecast is still made
+        print(f"note: {fc.low_skill_note}", file=sys.stderr, flush=True)
     source = Path(opts.input) if opts.input else fc.default_input()
     table = fc.table(source)
     for note in table.notes:

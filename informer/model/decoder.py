@@ -28,9 +28,10 @@ class DecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, cross: torch.Tensor, keep_last: int | None = None
+    def forward(self, x: torch.Tensor, cross: torch.Tensor, keep_last: int | None = None,
+                tau: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        attended, self_weights = self.self_attention(x, x, x)  # [B, L_D, d_model]
+        attended, self_weights = self.self_attention(x, x, x, tau)  # [B, L_D, d_model]
         x = self.norm1(x + self.dropout(attended))
         if keep_last is not None:
             x = x[:, -keep_last:]  # [B, keep_last, d_model]
@@ -47,12 +48,13 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: torch.Tensor, cross: torch.Tensor, keep_last: int | None = None
+    def forward(self, x: torch.Tensor, cross: torch.Tensor, keep_last: int | None = None,
+                tau: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, list[torch.Tensor | None], list[torch.Tensor | None]]:
         self_maps, cross_maps = [], []
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
-            x, self_weights, cross_weights = layer(x, cross, keep_last if last else None)
+            x, self_weights, cross_weights = layer(x, cross, keep_last if last else None, tau)
             self_maps.append(self_weights)
             cross_maps.append(cross_weights)
         return self.norm(x), self_maps, cross_maps  # [B, keep_last or L_D, d_model]

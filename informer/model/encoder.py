@@ -44,8 +44,9 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.attention(x, x, x)  # [B, L, d_model]
+    def forward(self, x: torch.Tensor, tau: torch.Tensor | None = None, delta: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.attention(x, x, x, tau, delta)  # [B, L, d_model]
         x = self.norm1(x + self.dropout(attended))
         return self.norm2(x + self.feed_forward(x)), weights
 
@@ -78,10 +79,13 @@ class Encoder(nn.Module):
         self.distil_layers = nn.ModuleList(distil_layers) if distil_layers is not None else None
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Attentions]:
+    def forward(self, x: torch.Tensor, tau: torch.Tensor | None = None, delta: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, Attentions]:
+        """``delta`` holds one shift per input step, so it applies only while no distilling has merged
+        steps; ``tau`` applies to every layer."""
         attentions: Attentions = []
         for i, layer in enumerate(self.layers):
-            x, weights = layer(x)
+            x, weights = layer(x, tau, delta if delta is not None and delta.shape[1] == x.shape[1] else None)
             attentions.append(weights)
             if self.distil_layers is not None and i < len(self.distil_layers):
                 x = self.distil_layers[i](x)
@@ -95,10 +99,12 @@ class EncoderStack(nn.Module):
         super().__init__()
         self.encoders = nn.ModuleList(encoders)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Attentions]:
+    def forward(self, x: torch.Tensor, tau: torch.Tensor | None = None, delta: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, Attentions]:
         outputs, attentions = [], []
         for i, encoder in enumerate(self.encoders):
-            out, weights = encoder(x[:, -(x.shape[1] // 2**i):])
+            length = x.shape[1] // 2**i
+            out, weights = encoder(x[:, -length:], tau, None if delta is None else delta[:, -length:])
             outputs.append(out)
             attentions.extend(weights)
         return torch.cat(outputs, dim=1), attentions  # [B, sum of encoder output lengths, d_model]

@@ -95,8 +95,11 @@ class FavorAttention(AttentionCore):
         shift = logits.amax(dim=-1, keepdim=True) if is_query else logits.amax(dim=(1, 3), keepdim=True)
         return torch.exp(logits - shift.detach())
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tau: torch.Tensor | None = None,
+                delta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if tau is not None or delta is not None:
+            raise ValueError("FAVOR+ attention has no score matrix to rescale: de-stationary factors need "
+                             "full or prob attention")
         if self.training and self.feature_redraw_interval > 0:
             if self.calls_since_redraw >= self.feature_redraw_interval:
                 self.redraw_features()

@@ -10,6 +10,7 @@ from informer.model.attention import AttentionLayer, build_attention
 from informer.model.decoder import Decoder, DecoderLayer
 from informer.model.embedding import DataEmbedding
 from informer.model.encoder import DistilLayer, Encoder, EncoderLayer, EncoderStack
+from informer.model.normalization import DestationaryFactor, RevIN
 
 Output = torch.Tensor | tuple[torch.Tensor, dict[str, list[torch.Tensor | None]]]
 
@@ -40,7 +41,8 @@ def build_decoder(cfg: ModelConfig) -> Decoder:
 
 
 class Informer(nn.Module):
-    """Informer (Zhou et al., AAAI 2021).
+    """Informer (Zhou et al., AAAI 2021), with optional RevIN, de-stationary attention and channel
+    independence (``cfg.norm``, ``cfg.destationary``, ``cfg.channel_independent``).
 
     ``forward(x_enc, x_mark_enc, x_dec, x_mark_dec)``:
         x_enc ``[B, seq_len, enc_in]``, x_mark_enc ``[B, seq_len, M]``,
@@ -48,6 +50,9 @@ class Informer(nn.Module):
         -> ``[B, pred_len, c_out]``; with ``cfg.output_attention`` also a dict of attention maps
         ``{"encoder": [...], "decoder_self": [...], "decoder_cross": [...]}``, one ``[B, H, L_Q, L_K]``
         tensor per layer (the decoder's last layer has ``pred_len`` query rows in cross-attention).
+
+    With ``channel_independent`` every variable is its own univariate series through one shared
+    network (batch ``B * C``, time features shared), and the forecasts are put back side by side.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -55,11 +60,17 @@ class Informer(nn.Module):
         self.cfg = cfg.validate()
         self.pred_len = cfg.pred_len
         self.output_attention = cfg.output_attention
-        self.enc_embedding = DataEmbedding(cfg.enc_in, cfg)
-        self.dec_embedding = DataEmbedding(cfg.dec_in, cfg)
+        self.channel_independent = cfg.channel_independent
+        widths = (1, 1, 1) if cfg.channel_independent else (cfg.enc_in, cfg.dec_in, cfg.c_out)
+        self.revin = RevIN(cfg.enc_in, cfg.revin_affine) if cfg.norm == "revin" else None
+        if cfg.destationary:
+            self.tau_learner = DestationaryFactor(widths[0], cfg.seq_len, 1)
+            self.delta_learner = DestationaryFactor(widths[0], cfg.seq_len, cfg.seq_len)
+        self.enc_embedding = DataEmbedding(widths[0], cfg)
+        self.dec_embedding = DataEmbedding(widths[1], cfg)
         self.encoder: nn.Module = self._build_encoder(cfg)
         self.decoder = build_decoder(cfg)
-        self.projection = nn.Linear(cfg.d_model, cfg.c_out)
+        self.projection = nn.Linear(cfg.d_model, widths[2])
 
     def _build_encoder(self, cfg: ModelConfig) -> nn.Module:
         return build_encoder(cfg, cfg.e_layers)
@@ -76,15 +87,44 @@ class Informer(nn.Module):
                 x_mark_dec: torch.Tensor, *, trim_decoder: bool = True) -> Output:
         """``trim_decoder=False`` runs the last decoder layer on every row (same output, slower)."""
         self._check_inputs(x_enc, x_dec)
-        enc_out, enc_maps = self.encoder(self.enc_embedding(x_enc, x_mark_enc))  # [B, L_E, d_model]
+        raw, stats = x_enc, None
+        if self.revin is not None:
+            stats = self.revin.statistics(x_enc)  # [B, 1, C] each
+            x_enc = self.revin.normalize(x_enc, stats)
+            known = x_dec.shape[1] - self.pred_len  # start-token rows: same statistics, placeholders 0
+            x_dec = torch.cat([self.revin.normalize(x_dec[:, :known], stats),
+                               torch.zeros_like(x_dec[:, known:])], dim=1)
+        n_channels = x_enc.shape[-1]
+        if self.channel_independent:
+            x_enc, x_dec, raw = _fold(x_enc), _fold(x_dec), _fold(raw)  # [B * C, L, 1]
+            x_mark_enc = x_mark_enc.repeat_interleave(n_channels, dim=0)
+            x_mark_dec = x_mark_dec.repeat_interleave(n_channels, dim=0)
+        tau = delta = None
+        if stats is not None and self.cfg.destationary:
+            mean, std = stats.mean, stats.std
+            if self.channel_independent:
+                mean, std = _fold(mean), _fold(std)  # [B * C, 1, 1]
+            tau = self.tau_learner(raw, std).exp()  # [B', 1], positive
+            delta = self.delta_learner(raw, mean)  # [B', seq_len]
+        enc_out, enc_maps = self.encoder(self.enc_embedding(x_enc, x_mark_enc), tau, delta)  # [B', L_E, d]
         dec_out, self_maps, cross_maps = self.decoder(
             self.dec_embedding(x_dec, x_mark_dec), enc_out,
-            keep_last=self.pred_len if trim_decoder else None,
-        )  # [B, pred_len (or L_D), d_model]
-        out = self.projection(dec_out[:, -self.pred_len:])  # [B, pred_len, c_out]
+            keep_last=self.pred_len if trim_decoder else None, tau=tau,
+        )  # [B', pred_len (or L_D), d_model]
+        out = self.projection(dec_out[:, -self.pred_len:])  # [B', pred_len, c_out or 1]
+        if self.channel_independent:
+            out = out.reshape(-1, n_channels, self.pred_len).transpose(1, 2)  # [B, pred_len, C]
+        if stats is not None:
+            out = self.revin.denormalize(out, stats)
         if self.output_attention:
             return out, {"encoder": enc_maps, "decoder_self": self_maps, "decoder_cross": cross_maps}
         return out
+
+
+def _fold(x: torch.Tensor) -> torch.Tensor:
+    """``[B, L, C] -> [B * C, L, 1]``: row ``b * C + c`` holds channel c of window b."""
+    b, length, c = x.shape
+    return x.transpose(1, 2).reshape(b * c, length, 1)
 
 
 class InformerStack(Informer):

@@ -101,16 +101,24 @@ class ProbAttention(AttentionCore):
         visible = torch.arange(1, l_q + 1, device=device).clamp_max(l_k).unsqueeze(1)  # [L_Q, 1]
         return (r * visible).long().minimum(visible - 1)  # float rounding can reach r * n == n
 
-    def sparsity_measure(self, q: torch.Tensor, k: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    def sparsity_measure(self, q: torch.Tensor, k: torch.Tensor, idx: torch.Tensor | None,
+                         tau: torch.Tensor | None = None, delta: torch.Tensor | None = None) -> torch.Tensor:
         """``M = max - sum / L_K`` over the sampled keys (all visible keys if idx is None): ``[B, L_Q, H]``.
 
-        Divides by L_K rather than the sample size, as the official code does."""
-        l_q, l_k = q.shape[1], k.shape[1]
+        Scores are rescaled as attention rescales them (``s * tau + delta``) before the measure is
+        taken. Divides by L_K rather than the sample size, as the official code does."""
+        b, l_q, l_k = q.shape[0], q.shape[1], k.shape[1]
         if idx is not None:
             scores = sampled_scores(q, k, idx)  # [B, L_Q, H, U]
-            return scores.amax(-1) - scores.sum(-1) / l_k
-        scores = torch.einsum("blhe,bshe->blhs", q, k)  # [B, L_Q, H, L_K], small: U >= L_K
-        if not self.causal:
+            shift = None if delta is None else delta[:, idx].unsqueeze(2)  # [B, L_Q, 1, U]
+        else:
+            scores = torch.einsum("blhe,bshe->blhs", q, k)  # [B, L_Q, H, L_K], small: U >= L_K
+            shift = None if delta is None else delta.view(b, 1, 1, l_k)
+        if tau is not None:
+            scores = scores * tau.view(b, 1, 1, 1)
+        if shift is not None:
+            scores = scores + shift
+        if idx is not None or not self.causal:
             return scores.amax(-1) - scores.sum(-1) / l_k
         future = future_mask(l_q, l_k, q.device).unsqueeze(1)  # [L_Q, 1, L_K]
         visible_max = scores.masked_fill(future, float("-inf")).amax(-1)
@@ -140,29 +148,30 @@ class ProbAttention(AttentionCore):
         visible = (~future_mask(l_q, l_k, device)).float()  # [L_Q, L_K]
         return (visible / visible.sum(-1, keepdim=True)).expand(b, h, l_q, l_k)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tau: torch.Tensor | None = None,
+                delta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, l_q, h, e = q.shape
         l_k = k.shape[1]
         n_top = self.budget(l_q)
         self.last_key_indices = None
         if n_top >= l_q:  # every query active: exact attention
             out, weights = softmax_attention(q, k, v, self.dropout, self.output_attention,
-                                             is_causal=self.causal)
+                                             is_causal=self.causal, tau=tau, delta=delta)
             return out.to(q.dtype), weights
 
         with torch.no_grad():  # the selection is discrete: no gradient flows through M
             idx = self._sample(l_q, l_k, q.device)
             self.last_key_indices = idx
             # chosen across all queries, as in the paper, even under a causal mask
-            top = self.sparsity_measure(q, k, idx).topk(n_top, dim=1, sorted=False).indices  # [B, u, H]
+            measure = self.sparsity_measure(q, k, idx, tau, delta)  # [B, L_Q, H]
+            top = measure.topk(n_top, dim=1, sorted=False).indices  # [B, u, H]
         rows = top.unsqueeze(-1).expand(b, n_top, h, e)  # [B, u, H, E]
         positions = top.transpose(1, 2)  # [B, H, u]: where each active query sits
         mask = None
         if self.causal:  # True where the key lies after the active query's position
             mask = torch.arange(l_k, device=q.device) > positions.unsqueeze(-1)  # [B, H, u, L_K]
         active, weights = softmax_attention(q.gather(1, rows), k, v, self.dropout, self.output_attention,
-                                            mask=mask)  # [B, u, H, E]
+                                            mask=mask, tau=tau, delta=delta)  # [B, u, H, E]
         out = self._lazy_output(v, l_q).to(active.dtype).scatter(1, rows, active)  # [B, L_Q, H, E]
         if weights is not None:
             lazy = self._lazy_weights(b, h, l_q, l_k, q.device).to(weights.dtype)  # [B, H, L_Q, L_K]
