@@ -9,8 +9,14 @@ A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) so that
     model_state       the model's state_dict (no DDP / compile prefixes)
     config            the resolved run config as a plain dict
     data              columns, target, features, freq, date_column, scaler_mean, scaler_scale,
-                      last_timestamp, source, embed
+                      last_timestamp, first_timestamp, source, embed, seasonal_period, mase_scale
+                      (per column, original units: MASE's denominator, the training split's in-sample
+                      seasonal-naive MAE; older checkpoints lack it)
     versions          {"torch": ..., "informer": ..., "threads": ...}
+    validation        {"mse": float, "seasonal_naive_mse": float, "skill": float}: the validation split
+                      (scaled data), skill = 1 - mse / seasonal_naive_mse; optional (older checkpoints
+                      lack it). best.pt: the epoch that produced its weights; last.pt: the latest
+                      finished epoch (absent before the first epoch ends)
     training          (last.pt only) the resume state: informer.training.state.TrainingState.save
 """
 

@@ -2,8 +2,27 @@
 
 Every metric is a ratio of sums, and the sums are kept in float64, so scoring a split in batches of 1
 or of 32, or sharded over several processes whose sums are added, gives the same numbers up to float64
-rounding. MAPE and MSPE divide by the true value: points whose true value is exactly zero are left out
-of those two metrics (and only those), and the number left out is reported as ``zero_targets_excluded``.
+rounding. Over all N scored points (every window, every forecast step, every forecast variable), with
+error e = prediction - truth:
+
+* MSE, MAE, RMSE, Huber: the usual means of e^2, |e|, sqrt(MSE), Huber(e) (delta 1).
+* MAPE, MSPE: means of |e / y| and (e / y)^2 over the points whose truth y is not exactly 0 (the number
+  left out is ``zero_targets_excluded``); kept for comparison with papers only: on a series that comes
+  near 0 they explode (ETTh1's original-unit MAPE runs to 10^6).
+* Scale-free metrics (original units only, see :class:`ErrorSums`'s ``scale_free``):
+
+  - MASE = (1/V) sum_v MAE_v / s_v: each variable's MAE over every window and step, divided by its
+    in-sample seasonal-naive MAE on the training split, s_v = mean over training rows t >= m of
+    |y_t,v - y_t-m,v| (m the seasonal period, :func:`in_sample_seasonal_mae`), averaged over the V
+    variables. Every variable has the same number of points, so this is sum(|e| / s_v) / N. Below 1 the
+    forecast beats, out of sample, what repeating the last season achieved in sample. NaN when some s_v
+    is 0 or unknown (a constant or too short training series).
+  - WAPE = sum |e| / sum |y| (NaN when every y is 0).
+  - sMAPE = mean of 2 |e| / (|y| + |y_hat|) over the points where y and y_hat are not both 0 (those
+    are left out, counted in ``smape_points_excluded``); a fraction in [0, 2], not a percentage.
+
+* Skill against seasonal naive (:func:`skill_score`), 1 - MSE / MSE_seasonal_naive on the same windows,
+  is computed by the evaluation from two of these summaries, on scaled data.
 """
 
 from __future__ import annotations
@@ -11,12 +30,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 HUBER_DELTA = 1.0  # torch.nn.HuberLoss's default: quadratic within one unit of the truth, linear beyond
 
 # Order of the sums inside ErrorSums.as_tensor(); the per-step squared errors follow them.
-_SUMS = ("count", "abs", "sq", "nonzero", "ape", "spe", "huber")
+_SUMS = ("count", "abs", "sq", "nonzero", "ape", "spe", "huber", "abs_truth", "smape", "smape_points",
+         "mase")
 
 
 def huber(err: torch.Tensor, delta: float = HUBER_DELTA) -> torch.Tensor:
@@ -26,13 +47,26 @@ def huber(err: torch.Tensor, delta: float = HUBER_DELTA) -> torch.Tensor:
 
 
 class ErrorSums:
-    """Running sums of forecast errors for predictions shaped ``[B, pred_len, V]``."""
+    """Running sums of forecast errors for predictions shaped ``[B, pred_len, V]``.
 
-    def __init__(self, pred_len: int, device: torch.device | str = "cpu") -> None:
+    ``scale_free`` adds MASE, WAPE and sMAPE to :meth:`summary` (meaningful in original units only);
+    ``mase_scale`` is MASE's denominator, one value per variable ``[V]`` in the units of the data
+    (:func:`in_sample_seasonal_mae`), or None (MASE is then NaN).
+    """
+
+    def __init__(self, pred_len: int, device: torch.device | str = "cpu", *, scale_free: bool = False,
+                 mase_scale: torch.Tensor | None = None) -> None:
         self.pred_len = pred_len
+        self.scale_free = scale_free
         self.totals = torch.zeros(len(_SUMS), dtype=torch.float64, device=device)
         self.sq_per_step = torch.zeros(pred_len, dtype=torch.float64, device=device)
         self.count_per_step = torch.zeros(pred_len, dtype=torch.float64, device=device)
+        self.mase_scale: torch.Tensor | None = None
+        if mase_scale is not None:
+            scale = torch.as_tensor(mase_scale, dtype=torch.float64).to(device)  # [V]
+            # a zero or unknown scale makes MASE undefined, not infinite for one variable only
+            defined = bool(torch.isfinite(scale).all()) and bool((scale > 0).all())
+            self.mase_scale = scale if defined else None
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, truth: torch.Tensor) -> None:
@@ -40,22 +74,35 @@ class ErrorSums:
         if pred.shape != truth.shape or pred.dim() != 3 or pred.shape[1] != self.pred_len:
             raise ValueError(f"expected matching [B, {self.pred_len}, V] tensors, got "
                              f"{tuple(pred.shape)} and {tuple(truth.shape)}")
+        if self.mase_scale is not None and self.mase_scale.shape[0] != pred.shape[2]:
+            raise ValueError(f"mase_scale has {self.mase_scale.shape[0]} values for {pred.shape[2]} "
+                             "variables")
         pred = pred.to(self.totals.device, torch.float64)
         truth = truth.to(self.totals.device, torch.float64)
         err = pred - truth  # [B, H, V]
-        sq = err.square()
+        abs_err, sq = err.abs(), err.square()
         nonzero = truth != 0
         # relative errors only where the truth is non-zero; elsewhere 0 so the sum ignores them
         safe_truth = torch.where(nonzero, truth, torch.ones_like(truth))
         rel = torch.where(nonzero, err / safe_truth, torch.zeros_like(err))  # [B, H, V]
+        # sMAPE's denominator; points where truth and prediction are both 0 are left out
+        denom = truth.abs() + pred.abs()  # [B, H, V]
+        counted = denom > 0
+        sym = torch.where(counted, 2 * abs_err / torch.where(counted, denom, torch.ones_like(denom)),
+                          torch.zeros_like(denom))  # [B, H, V]
+        mase = (abs_err / self.mase_scale).sum() if self.mase_scale is not None else abs_err.new_zeros(())
         batch = torch.stack([
             torch.tensor(float(err.numel()), dtype=torch.float64, device=err.device),
-            err.abs().sum(),
+            abs_err.sum(),
             sq.sum(),
             nonzero.sum().to(torch.float64),
             rel.abs().sum(),
             rel.square().sum(),
             huber(err).sum(),
+            truth.abs().sum(),
+            sym.sum(),
+            counted.sum().to(torch.float64),
+            mase,
         ])
         self.totals += batch
         self.sq_per_step += sq.sum(dim=(0, 2))  # [H]
@@ -77,11 +124,12 @@ class ErrorSums:
         return int(self.totals[0].item())
 
     def summary(self) -> dict[str, float | int]:
-        """MSE, MAE, RMSE, MAPE, MSPE, Huber (NaN when nothing was scored) and the zero-target count."""
+        """MSE, MAE, RMSE, MAPE, MSPE, Huber (NaN when nothing was scored) and the zero-target count;
+        with ``scale_free`` also MASE, WAPE, sMAPE and the points sMAPE left out."""
         sums = dict(zip(_SUMS, self.totals.tolist(), strict=True))
         count, nonzero = sums["count"], sums["nonzero"]
         mse = sums["sq"] / count if count else math.nan
-        return {
+        result: dict[str, float | int] = {
             "mse": mse,
             "mae": sums["abs"] / count if count else math.nan,
             "rmse": math.sqrt(mse) if count else math.nan,
@@ -91,6 +139,15 @@ class ErrorSums:
             "points": int(count),
             "zero_targets_excluded": int(count - nonzero),
         }
+        if self.scale_free:
+            smape_points = sums["smape_points"]
+            result.update({
+                "mase": sums["mase"] / count if count and self.mase_scale is not None else math.nan,
+                "wape": sums["abs"] / sums["abs_truth"] if sums["abs_truth"] else math.nan,
+                "smape": sums["smape"] / smape_points if smape_points else math.nan,
+                "smape_points_excluded": int(count - smape_points),
+            })
+        return result
 
     def mse_per_step(self) -> list[float]:
         counts = self.count_per_step.clamp_min(1.0)
@@ -98,12 +155,14 @@ class ErrorSums:
 
 
 class ForecastScore:
-    """Errors of one forecaster in scaled units (the paper's convention) and in original units."""
+    """Errors of one forecaster in scaled units (the paper's convention) and in original units; the
+    scale-free metrics (MASE with ``mase_scale`` ``[V]`` in original units, WAPE, sMAPE) in original
+    units only."""
 
     def __init__(self, pred_len: int, to_original: Callable[[torch.Tensor], torch.Tensor],
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", mase_scale: torch.Tensor | None = None) -> None:
         self.scaled = ErrorSums(pred_len, device)
-        self.original = ErrorSums(pred_len, device)
+        self.original = ErrorSums(pred_len, device, scale_free=True, mase_scale=mase_scale)
         self._to_original = to_original
 
     def update(self, pred: torch.Tensor, truth: torch.Tensor) -> None:
@@ -136,3 +195,22 @@ def inverse_scaler(mean: torch.Tensor, scale: torch.Tensor) -> Callable[[torch.T
         return values * scale64.to(values.device) + mean64.to(values.device)  # [..., V]
 
     return to_original
+
+
+def in_sample_seasonal_mae(values: np.ndarray, period: int) -> np.ndarray:
+    """MASE's scale: per column, the mean of ``|y_t - y_(t - period)|`` over the rows ``t >= period`` of
+    ``values`` ``[T, V]`` (the training split, original units); ``[V]`` float64, NaN when ``T <= period``."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or period < 1:
+        raise ValueError(f"expected [T, V] values and a period >= 1, got {values.shape} and {period}")
+    if values.shape[0] <= period:
+        return np.full(values.shape[1], np.nan)
+    return np.abs(values[period:] - values[:-period]).mean(axis=0)  # [V]
+
+
+def skill_score(mse: float, reference_mse: float) -> float:
+    """``1 - mse / reference_mse``: 1 is perfect, 0 no better than the reference, negative worse; NaN
+    when the reference's MSE is not a positive finite number."""
+    if not (math.isfinite(reference_mse) and reference_mse > 0) or math.isnan(mse):
+        return math.nan
+    return 1.0 - mse / reference_mse

@@ -366,6 +366,21 @@ def test_intact_checkpoint_loads(good_checkpoint: Path) -> None:
     assert not model.training
 
 
+def test_validation_field_is_what_the_forecast_side_reads(good_checkpoint: Path) -> None:
+    """The contract with informer/forecast/skill.py: plain floats, skill = 1 - mse / seasonal_naive_mse,
+    documented in the layout."""
+    from informer.forecast.skill import validation_skill
+
+    payload = load_checkpoint(good_checkpoint)
+    record = payload["validation"]
+    assert {k: type(v) for k, v in record.items()} == {"mse": float, "seasonal_naive_mse": float,
+                                                        "skill": float}
+    assert validation_skill(payload) == record["skill"] == 1 - record["mse"] / record["seasonal_naive_mse"]
+    layout = ckpt_module.__doc__ or ""
+    assert 'validation        {"mse": float, "seasonal_naive_mse": float, "skill": float}' in layout
+    assert "mase_scale" in layout and len(payload["data"]["mase_scale"]) == len(payload["data"]["columns"])
+
+
 def test_old_torch_is_refused(good_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch, "__version__", "2.9.1+cpu")
     with pytest.raises(CheckpointError, match=r"torch 2\.9\.1\+cpu has known unpickler vulnerabilities.*"

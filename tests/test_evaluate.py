@@ -12,8 +12,9 @@ import pytest
 import torch
 from training_helpers import EVALUATE_SCRIPT, run_script, tiny_run
 
-from informer.checkpoint import build_model_from_checkpoint, load_checkpoint
+from informer.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
 from informer.data import load_data_bundle
+from informer.errors import CheckpointError
 from informer.metrics import ErrorSums
 from informer.training import evaluate_checkpoint, evaluate_split
 from informer.training.distributed import DistContext, shard_range
@@ -63,6 +64,9 @@ def test_batch_size_does_not_change_the_metrics(model_and_bundle) -> None:
         for name in ("mse", "mae", "rmse"):
             assert one["model"][kind][name] == pytest.approx(many["model"][kind][name], rel=1e-6, abs=1e-6)
     assert np.allclose(one["model"]["mse_per_step"], many["model"]["mse_per_step"], rtol=1e-6, atol=1e-6)
+    for name in ("mase", "wape", "smape"):
+        assert one["model"]["original"][name] == pytest.approx(many["model"]["original"][name], rel=1e-6)
+    assert one["model"]["scaled"]["skill"] == pytest.approx(many["model"]["scaled"]["skill"], rel=1e-5)
 
 
 def test_sharded_evaluation_equals_single_process(model_and_bundle, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,10 +140,14 @@ def test_standalone_evaluate_matches_metrics_json(trained: tuple[Path, float], t
     got = json.loads(out.read_text())["test"]
     assert got["windows"] == expected["test"]["windows"]
     for forecaster in ("model", "naive_last", "naive_seasonal"):
-        for kind in ("scaled", "original"):
-            for name in ("mse", "mae"):
+        for kind, names in (("scaled", ("mse", "mae", "skill")), ("original", ("mse", "mae", "mase", "wape",
+                                                                              "smape"))):
+            for name in names:
                 assert got[forecaster][kind][name] == pytest.approx(expected["test"][forecaster][kind][name],
-                                                                    rel=1e-6)
+                                                                    rel=1e-6, abs=1e-12), (forecaster, name)
+    # MASE's scale comes from the checkpoint, as training computed it
+    data = load_checkpoint(run_dir / "checkpoints" / "best.pt")["data"]
+    assert got["mase_scale"] == expected["test"]["mase_scale"] == data["mase_scale"][-len(got["mase_scale"]):]
     assert json.loads(result.stdout)["test"]["windows"] == got["windows"]
     assert not list(tmp_path.glob("outputs"))  # evaluation leaves no run directory behind
 
@@ -149,6 +157,34 @@ def test_evaluate_checkpoint_in_process_on_val(trained: tuple[Path, float]) -> N
     expected = json.loads((run_dir / "metrics.json").read_text())["val"]
     got = evaluate_checkpoint(run_dir / "checkpoints" / "best.pt", split="val", batch_size=100)["val"]
     assert got["model"]["scaled"]["mse"] == pytest.approx(expected["model"]["scaled"]["mse"], rel=1e-6)
+    assert got["model"]["original"]["mase"] == pytest.approx(expected["model"]["original"]["mase"], rel=1e-6)
+
+
+def test_evaluate_checkpoint_uses_the_stored_mase_scale(trained: tuple[Path, float], tmp_path: Path) -> None:
+    """The checkpoint's scale is used as stored (doubling it halves MASE); an older checkpoint without
+    one gets the same scale from the training rows."""
+    run_dir, _ = trained
+    payload = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    stored = payload["data"]["mase_scale"]
+    reference = evaluate_checkpoint(run_dir / "checkpoints" / "best.pt", split="val")["val"]
+    payload["data"] = {**payload["data"], "mase_scale": [2 * v for v in stored]}
+    save_checkpoint(_strip(payload), tmp_path / "doubled.pt")
+    doubled = evaluate_checkpoint(tmp_path / "doubled.pt", split="val")["val"]
+    assert doubled["model"]["original"]["mase"] == pytest.approx(reference["model"]["original"]["mase"] / 2,
+                                                                 rel=1e-12)
+    payload["data"] = {k: v for k, v in payload["data"].items() if k != "mase_scale"}
+    save_checkpoint(_strip(payload), tmp_path / "older.pt")
+    older = evaluate_checkpoint(tmp_path / "older.pt", split="val")["val"]
+    assert older["model"]["original"]["mase"] == pytest.approx(reference["model"]["original"]["mase"],
+                                                               rel=1e-12)
+    payload["data"]["mase_scale"] = [1.0]
+    save_checkpoint(_strip(payload), tmp_path / "broken.pt")
+    with pytest.raises(CheckpointError, match="mase_scale"):
+        evaluate_checkpoint(tmp_path / "broken.pt", split="val")
+
+
+def _strip(payload: dict) -> dict:
+    return {k: v for k, v in payload.items() if k not in ("format", "format_version")}
 
 
 def test_standalone_evaluate_reports_user_errors(tmp_path: Path) -> None:

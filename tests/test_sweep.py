@@ -11,6 +11,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from omegaconf import OmegaConf
@@ -47,6 +48,9 @@ def _assert_rows_match_metrics(rows: list[dict[str, str]]) -> None:
         assert float(row["best_val_loss"]) == pytest.approx(metrics["training"]["best_val_loss"], rel=1e-12)
         assert float(row["test_mse"]) == pytest.approx(metrics["test"]["model"]["scaled"]["mse"], rel=1e-12)
         assert float(row["test_mae"]) == pytest.approx(metrics["test"]["model"]["scaled"]["mae"], rel=1e-12)
+        model = metrics["test"]["model"]
+        assert float(row["test_skill"]) == pytest.approx(model["scaled"]["skill"], rel=1e-12)
+        assert float(row["test_mase"]) == pytest.approx(model["original"]["mase"], rel=1e-12)
 
 
 # ------------------------------------------------------------------------------------------ grid
@@ -100,7 +104,9 @@ def test_grid_summary_has_one_row_per_job(grid_sweep: Path) -> None:
     markdown = (grid_sweep / sweep.SUMMARY_MD).read_text()
     table = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| job | model.d_model | train.learning_rate | best_val_loss | test_mse")
-    assert len(table) == 1 + 4
+    assert "test_skill" in table[0] and "test_smape" in table[0] and "| test_mape" not in table[0]
+    assert len(table) == 1 + 4  # every setting ran once: no mean ± std section
+    assert len(_read_csv(grid_sweep / sweep.SUMMARY_BY_SETTING_CSV)) == 4
     best = min(rows, key=lambda r: float(r["best_val_loss"]))
     assert f"Best: job {best['job']} " in markdown
 
@@ -147,6 +153,89 @@ def test_summary_is_rebuilt_from_the_sweep_directory_alone(tmp_path: Path,
     assert "failed: RuntimeError: out of memory" in markdown
     assert "Best: job 10 (best_val_loss 0.5)" in markdown
     assert "wrote" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ seeds
+def _by_setting(sweep_dir: Path) -> list[dict[str, str]]:
+    return _read_csv(sweep_dir / sweep.SUMMARY_BY_SETTING_CSV)
+
+
+def test_seed_summary_groups_by_the_other_overrides(tmp_path: Path) -> None:
+    """Two settings x three seeds, one job failed: mean ± sample std over the completed jobs of each."""
+    values = {("8", "1"): 0.50, ("8", "2"): 0.40, ("8", "3"): 0.30, ("16", "1"): 0.20, ("16", "2"): 0.26}
+    num = 0
+    for d_model in ("8", "16"):
+        for seed in ("1", "2", "3"):
+            overrides = [f"model.d_model={d_model}", f"train.seed={seed}", "dataset=ETTh1"]
+            if (d_model, seed) in values:
+                v = values[(d_model, seed)]
+                metrics = {"training": {"best_val_loss": v},
+                           "test": {"model": {"scaled": {"mse": 2 * v, "skill": 1 - v},
+                                              "original": {"mase": v / 3, "wape": None}}}}
+                _fake_job(tmp_path, num, overrides, metrics=metrics, record={"status": "completed"})
+            else:
+                _fake_job(tmp_path, num, overrides, record={"status": "failed", "error": "RuntimeError: x"})
+            num += 1
+    sweep.write_summary(tmp_path)
+    rows = _by_setting(tmp_path)
+    assert [r["model.d_model"] for r in rows] == ["8", "16"]
+    assert [(r["jobs"], r["n"], r["seeds"]) for r in rows] == [("3", "3", "1 2 3"), ("3", "2", "1 2")]
+    for row, d_model in zip(rows, ("8", "16"), strict=True):
+        v = np.array([values[k] for k in values if k[0] == d_model])
+        for metric, scale in (("best_val_loss", v), ("test_mse", 2 * v), ("test_skill", 1 - v),
+                              ("test_mase", v / 3)):
+            assert float(row[f"{metric}_mean"]) == pytest.approx(scale.mean(), rel=1e-12)
+            assert float(row[f"{metric}_std"]) == pytest.approx(scale.std(ddof=1), rel=1e-12)
+            assert row[f"{metric}_n"] == str(len(v))
+        assert row["test_wape_mean"] == "" and row["test_wape_n"] == "0"  # null in metrics.json
+        assert row["overrides"] == f"model.d_model={d_model} dataset=ETTh1"
+    markdown = (tmp_path / sweep.SUMMARY_MD).read_text()
+    assert "## Mean ± std over seeds" in markdown
+    section = markdown.split("## Mean ± std over seeds")[1]
+    assert "| model.d_model | n | seeds | best_val_loss | test_mse |" in section
+    assert "| 16 | 2 of 3 | 1, 2 | 0.23 ± 0.042 |" in section  # mean 0.23, sample std 0.0424
+
+
+@pytest.fixture(scope="module")
+def seed_sweep(ett_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("seeds")
+    sweep_dir = cwd / "sweep"
+    args = ["-m", "dataset=ETTh1", *tiny_overrides(ett_dir, **SHORT, **{"train.seed": "1,2"}),
+            f"hydra.sweep.dir={sweep_dir}"]
+    result = run_script(TRAIN_SCRIPT, args, cwd=cwd, timeout=400)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    assert "mean ± std over seeds" in result.stdout + result.stderr
+    return sweep_dir
+
+
+def test_two_seed_sweep_reports_mean_and_std_of_the_jobs_metrics(seed_sweep: Path) -> None:
+    jobs = _job_dirs(seed_sweep)
+    assert len(jobs) == 2
+    metrics = [json.loads((job / "metrics.json").read_text()) for job in jobs]
+    rows = _by_setting(seed_sweep)
+    assert len(rows) == 1 and (rows[0]["jobs"], rows[0]["n"], rows[0]["seeds"]) == ("2", "2", "1 2")
+    paths = {"best_val_loss": ("training", "best_val_loss"),
+             "test_mse": ("test", "model", "scaled", "mse"),
+             "test_mae": ("test", "model", "scaled", "mae"),
+             "test_skill": ("test", "model", "scaled", "skill"),
+             "test_mase": ("test", "model", "original", "mase"),
+             "test_wape": ("test", "model", "original", "wape"),
+             "test_smape": ("test", "model", "original", "smape"),
+             "val_skill": ("val", "model", "scaled", "skill")}
+    for metric, path in paths.items():
+        values = []
+        for job_metrics in metrics:
+            node = job_metrics
+            for key in path:
+                node = node[key]
+            values.append(node)
+        assert float(rows[0][f"{metric}_mean"]) == pytest.approx(np.mean(values), rel=1e-12), metric
+        assert float(rows[0][f"{metric}_std"]) == pytest.approx(np.std(values, ddof=1), rel=1e-9), metric
+        assert rows[0][f"{metric}_n"] == "2"
+    markdown = (seed_sweep / sweep.SUMMARY_MD).read_text()
+    per_job = [line for line in markdown.split("## Mean ± std")[0].splitlines() if line.startswith("| ")]
+    assert len(per_job) == 1 + 2  # the per-job table is still there, beside the by-setting one
+    assert "| 2 | 1, 2 |" in markdown.split("## Mean ± std over seeds")[1]
 
 
 def test_summary_cli_rejects_a_missing_directory(tmp_path: Path) -> None:

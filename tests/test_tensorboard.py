@@ -57,6 +57,21 @@ def test_scalars_read_back(tb_dir: Path) -> None:
     assert acc.Scalars("test/mse")[-1].value == pytest.approx(test_mse, rel=1e-6)
 
 
+def test_skill_and_scale_free_scalars(tb_dir: Path) -> None:
+    acc = _accumulator(tb_dir)
+    tags = set(acc.Tags()["scalars"])
+    assert {"val/skill", "val/mase", "val/wape", "val/smape", "val/naive_seasonal_mse", "test/skill",
+            "test/mase", "test/wape", "test/smape", "hparam/test_skill", "hparam/test_mase"} <= tags
+    assert not [tag for tag in tags if "mape_" in tag or tag.endswith("/mape") or "mspe" in tag]  # demoted
+    metrics = json.loads((tb_dir.parent / "metrics.json").read_text())
+    # one skill per epoch, the loop's own (on the windows validation scored)
+    val_skill = [e.value for e in acc.Scalars("val/skill")]
+    assert val_skill == pytest.approx(metrics["training"]["val_skill"], rel=1e-6)
+    test = metrics["test"]["model"]
+    assert acc.Scalars("test/skill")[-1].value == pytest.approx(test["scaled"]["skill"], rel=1e-6)
+    assert acc.Scalars("test/mase")[-1].value == pytest.approx(test["original"]["mase"], rel=1e-6)
+
+
 def test_forecast_images_every_epoch(tb_dir: Path) -> None:
     images = _accumulator(tb_dir).Images("val/forecast")
     assert len(images) == TINY_TRAIN["epochs"]
@@ -69,7 +84,8 @@ def test_hparams_entry(tb_dir: Path) -> None:
     hparams = start.session_start_info.hparams
     assert hparams["model.d_model"].number_value == 16 and hparams["train.lradj"].string_value == "type1"
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert {m.name.tag for m in experiment.metric_infos} >= {"hparam/best_val_loss", "hparam/test_mse"}
+    assert {m.name.tag for m in experiment.metric_infos} >= {"hparam/best_val_loss", "hparam/test_mse",
+                                                             "hparam/test_skill", "hparam/test_smape"}
 
 
 def _free_port() -> int:

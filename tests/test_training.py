@@ -7,18 +7,20 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from training_helpers import TRAIN_SCRIPT, run_script, tiny_config, tiny_overrides, tiny_run
 
 from informer.checkpoint import build_model_from_checkpoint, load_checkpoint
+from informer.data import load_data_bundle
 from informer.errors import UserError
 from informer.training import Callback, train
 from informer.training.schedule import SCHEDULES
 from informer.training.state import TrainingState
 
 DATA_KEYS = {"columns", "target", "features", "freq", "date_column", "scaler_mean", "scaler_scale",
-             "last_timestamp", "first_timestamp", "source", "embed", "seasonal_period"}
+             "last_timestamp", "first_timestamp", "source", "embed", "seasonal_period", "mase_scale"}
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,10 @@ def test_cli_run_writes_every_artifact(tmp_path: Path, ett_dir: Path) -> None:
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     log = (run_dir / "train.log").read_text()
     assert "epoch 1/1" in log and "train_loss" in log and "val_loss" in log and "lr" in log
+    assert "val_skill" in log
+    final = next(line for line in log.splitlines() if "test (best checkpoint)" in line)
+    assert " skill " in final and " mase " in final and " wape " in final and " smape " in final
+    assert "mape_" not in final and " mape " not in final  # MAPE is in metrics.json only
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["test"]) >= {"model", "naive_last", "naive_seasonal", "windows"}
 
@@ -68,6 +74,42 @@ def test_checkpoints_hold_the_contract_payload(trained: tuple[Path, float]) -> N
     assert (loop["epoch"], loop["step_in_epoch"], loop["global_step"]) == (2, 0, 6)
     assert len(loop["val_loss_history"]) == 2
     assert {"python", "numpy", "torch"} <= set(training["rng"][0])
+
+
+def test_checkpoints_record_their_validation_skill(trained: tuple[Path, float], ett_dir: Path) -> None:
+    """best.pt: the validation of the epoch that produced its weights; last.pt: the latest epoch's. The
+    tiny run scores 2 validation batches of 256 windows per epoch (limit_eval_batches)."""
+    run_dir, _ = trained
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    training = metrics["training"]
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")["validation"]
+    last = load_checkpoint(run_dir / "checkpoints" / "last.pt")["validation"]
+    for record in (best, last):
+        assert set(record) == {"mse", "seasonal_naive_mse", "skill"}
+        assert all(type(v) is float for v in record.values())  # plain Python floats
+        assert record["skill"] == pytest.approx(1 - record["mse"] / record["seasonal_naive_mse"], rel=1e-12)
+    assert best["mse"] == training["best_val_loss"]  # train.loss=mse: the early-stopping number itself
+    assert best["skill"] == training["val_skill"][training["best_epoch"] - 1]
+    assert training["best_validation"] == best
+    assert last["mse"] == training["val_loss"][-1] and last["skill"] == training["val_skill"][-1]
+    assert len(training["val_skill"]) == training["epochs_run"]
+
+    # the seasonal-naive MSE on those windows, directly
+    bundle = load_data_bundle({"name": "ETTh1"}, ett_dir, 24, 12, 6, "timeF", download=False)
+    n = 2 * 256
+    start, _ = bundle.borders["val"]
+    starts = start + np.arange(n)
+    values = bundle.scaled.double().numpy()
+    truth = values[starts[:, None] + 24 + np.arange(6)]  # [W, H, C]
+    seasonal = values[starts[:, None] + 24 - 24 + np.arange(6)]  # period 24 = seq_len
+    assert best["seasonal_naive_mse"] == pytest.approx(((seasonal - truth) ** 2).mean(), rel=1e-9)
+
+
+def test_last_pt_has_no_validation_before_the_first_epoch_ends(tmp_path: Path, ett_dir: Path) -> None:
+    cfg = tiny_config(ett_dir, **{"train.checkpoint_every": 1, "train.plot_windows": 0})
+    with pytest.raises(_Killed):
+        train(cfg, output_dir=tmp_path, callbacks=[_DieAfterStep(1)])
+    assert "validation" not in load_checkpoint(tmp_path / "checkpoints" / "last.pt")
 
 
 def test_training_state_early_stopping() -> None:
@@ -200,4 +242,10 @@ def test_huber_loss_early_stops_on_the_exact_validation_huber(tmp_path: Path, et
     assert metrics["training"]["loss"] == "huber"
     # the loop's criterion and the final evaluation of best.pt: the same windows, the same weights
     assert best == pytest.approx(metrics["val"]["model"]["scaled"]["huber"], rel=1e-9)
+    # every validation window: best.pt's record equals the final evaluation's numbers
+    record = load_checkpoint(tmp_path / "checkpoints" / "best.pt")["validation"]
+    val = metrics["val"]
+    assert record["mse"] == pytest.approx(val["model"]["scaled"]["mse"], rel=1e-9)
+    assert record["seasonal_naive_mse"] == pytest.approx(val["naive_seasonal"]["scaled"]["mse"], rel=1e-12)
+    assert record["skill"] == pytest.approx(val["model"]["scaled"]["skill"], rel=1e-9, abs=1e-12)
     assert metrics["val"]["model"]["scaled"]["huber"] < metrics["val"]["model"]["scaled"]["mse"] / 2 + 1e-12

@@ -8,6 +8,7 @@ two tensors, so fetching a sample copies nothing and the DataLoader is never the
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from informer.data.scaling import ArrayT, column_stats, fit_train_scaler, invert
 from informer.data.timefeatures import time_features
 from informer.data.validation import read_series_csv
 from informer.errors import DataError, UserError
+from informer.metrics import in_sample_seasonal_mae
 
 SPLITS = ("train", "val", "test")
 ETT_MONTH_HOURS = 30 * 24  # the paper's "month" is 30 days
@@ -160,6 +162,13 @@ class DataBundle:
     def c_out(self) -> int:
         return feature_sizes(self.features, self.n_columns)[2]
 
+    @functools.cached_property
+    def mase_scale(self) -> np.ndarray:
+        """MASE's denominator per model column ``[C]`` (original units): the in-sample seasonal-naive MAE
+        of the training rows at ``seasonal_period`` (:func:`informer.metrics.in_sample_seasonal_mae`)."""
+        start, end = self.borders["train"]
+        return in_sample_seasonal_mae(self.values[start:end], self.seasonal_period)
+
     def split(self, name: str) -> WindowDataset:
         if name not in SPLITS:
             raise UserError(f"split must be one of {list(SPLITS)}, got {name!r}")
@@ -188,6 +197,7 @@ class DataBundle:
             "last_timestamp": self.timestamps[-1].isoformat(),
             "first_timestamp": self.timestamps[0].isoformat(),
             "source": str(self.source), "embed": self.embed, "seasonal_period": int(self.seasonal_period),
+            "mase_scale": [float(v) for v in self.mase_scale],
         }
 
     def describe(self) -> str:

@@ -1,7 +1,8 @@
 """Scoring a split exactly: every window, in order, sums in float64, sharded across processes without
-padding; the two naive baselines on the same windows; forecast figures for TensorBoard; and the
-standalone evaluation of a saved checkpoint (``scripts/evaluate.py``), which needs only the checkpoint
-and the data file it was trained on and reproduces the numbers of the run's metrics.json."""
+padding; the two naive baselines on the same windows, and every forecaster's skill against the seasonal
+one; forecast figures for TensorBoard; and the standalone evaluation of a saved checkpoint
+(``scripts/evaluate.py``), which needs only the checkpoint and the data file it was trained on and
+reproduces the numbers of the run's metrics.json. The metrics are defined in :mod:`informer.metrics`."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from informer.config import DEVICES, check_choice, resolve_path, to_app_config
 from informer.data import SPLITS, DataBundle, WindowDataset, load_data_bundle, make_decoder_input
 from informer.errors import CheckpointError, DataError, UserError
 from informer.forecast.plot import ForecastWindow, plot_forecast_windows
-from informer.metrics import ForecastScore, inverse_scaler
+from informer.metrics import ForecastScore, inverse_scaler, skill_score
 from informer.training.distributed import (
     DistContext,
     all_reduce_sum,
@@ -35,8 +36,16 @@ from informer.training.distributed import (
     unwrap,
 )
 
-MAPE_NOTE = ("MAPE and MSPE leave out points whose true value is exactly 0 (counted in "
-             "zero_targets_excluded); on scaled data they are not meaningful, read them in original units")
+NAIVE_BASELINES = ("naive_last", "naive_seasonal")
+METRIC_NOTES = (
+    "scaled: standardised with the training split's statistics (the paper's units); skill = 1 - mse / "
+    "naive_seasonal's mse on the same windows, on scaled data (each variable weighs the same). original: "
+    "the data's own units; mase = mean over variables of MAE / the training split's in-sample "
+    "seasonal-naive MAE (mase_scale, at seasonal_period); wape = sum|e| / sum|y|; smape = mean of "
+    "2|e| / (|y| + |y_hat|) without the points where both are 0 (a fraction in [0, 2]). MAPE and MSPE "
+    "leave out points whose true value is exactly 0 (counted in zero_targets_excluded) and blow up near "
+    "0; on scaled data they are not meaningful; prefer mase / wape / smape"
+)
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -76,16 +85,31 @@ def _loader(dataset: WindowDataset, indices: Sequence[int], batch_size: int, num
                       num_workers=num_workers, generator=torch.Generator())
 
 
+def _baseline_names(baselines: bool | Sequence[str]) -> tuple[str, ...]:
+    if isinstance(baselines, bool):
+        return NAIVE_BASELINES if baselines else ()
+    unknown = sorted(set(baselines) - set(NAIVE_BASELINES))
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; known: {list(NAIVE_BASELINES)}")
+    return tuple(name for name in NAIVE_BASELINES if name in baselines)
+
+
 @torch.inference_mode()
 def evaluate_split(model: nn.Module, bundle: DataBundle, split: str, *, batch_size: int,
                    device: torch.device, autocast: Callable[[], Any], dist_ctx: DistContext | None = None,
-                   max_windows: int | None = None, baselines: bool = True,
-                   num_workers: int = 0, on_batch: Callable[[], None] | None = None) -> dict[str, Any]:
+                   max_windows: int | None = None, baselines: bool | Sequence[str] = True,
+                   num_workers: int = 0, on_batch: Callable[[], None] | None = None,
+                   mase_scale: Sequence[float] | None = None) -> dict[str, Any]:
     """Metrics of ``model`` on a split: ``{model, naive_last, naive_seasonal, windows, ...}``.
 
     The windows are split into contiguous shares, one per process (no padding, no duplicates); each
     process sums its errors in float64 and the sums are added across processes, so the result does not
-    depend on the batch size or the number of processes. ``on_batch`` is called after each batch.
+    depend on the batch size or the number of processes. ``baselines``: True for both naive forecasts,
+    False for none, or the names of those to score (training's per-epoch validation scores only
+    ``naive_seasonal``, for the skill). With ``naive_seasonal`` scored, every forecaster's ``scaled``
+    metrics gain ``skill`` = 1 - its MSE / naive_seasonal's MSE. ``mase_scale``: MASE's denominator per
+    model column (a checkpoint's ``data["mase_scale"]``), by default the bundle's. ``on_batch`` is
+    called after each batch.
     """
     dist_ctx = dist_ctx or DistContext()
     dataset = bundle.split(split)
@@ -96,18 +120,22 @@ def evaluate_split(model: nn.Module, bundle: DataBundle, split: str, *, batch_si
     mean, scale = target_stats(bundle)
     to_original = inverse_scaler(mean.to(device), scale.to(device))
     c_out, label_len, pred_len = bundle.c_out, bundle.label_len, bundle.pred_len
-    scores = {name: ForecastScore(pred_len, to_original, device)
-              for name in ("model", *(("naive_last", "naive_seasonal") if baselines else ()))}
+    columns_scale = bundle.mase_scale if mase_scale is None else mase_scale
+    target_scale = torch.as_tensor(np.asarray(columns_scale, dtype=np.float64)[-c_out:])  # [c_out]
+    names = _baseline_names(baselines)
+    scores = {name: ForecastScore(pred_len, to_original, device, mase_scale=target_scale)
+              for name in ("model", *names)}
     period = bundle.seasonal_period
     for batch in _loader(dataset, shard_range(n_windows, dist_ctx.rank, dist_ctx.world_size),
                          batch_size, num_workers):
         batch = tuple(t.to(device, non_blocking=True) for t in batch)
         pred, truth = forecast(net, batch, label_len, pred_len, c_out, autocast)
         scores["model"].update(pred, truth)
-        if baselines:
-            x_enc = batch[0]  # [B, seq_len, C]
+        x_enc = batch[0]  # [B, seq_len, C]
+        if "naive_last" in scores:
             last = x_enc[:, -1:, -c_out:].expand(-1, pred_len, -1)  # [B, H, c_out]
             scores["naive_last"].update(last, truth)
+        if "naive_seasonal" in scores:
             scores["naive_seasonal"].update(_seasonal_naive(x_enc, period, pred_len, c_out), truth)
         if on_batch is not None:
             on_batch()
@@ -116,9 +144,14 @@ def evaluate_split(model: nn.Module, bundle: DataBundle, split: str, *, batch_si
         score.load_tensor(part)
     net.train(was_training)
     result: dict[str, Any] = {name: score.summary() for name, score in scores.items()}
+    if "naive_seasonal" in result:
+        reference = result["naive_seasonal"]["scaled"]["mse"]
+        for name in scores:
+            result[name]["scaled"]["skill"] = skill_score(result[name]["scaled"]["mse"], reference)
     result["windows"] = scores["model"].scaled.count // (pred_len * c_out)
-    if baselines:
+    if "naive_seasonal" in result:
         result["seasonal_period"] = period
+    result["mase_scale"] = target_scale.tolist()
     return result
 
 
@@ -205,9 +238,15 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", data_dir: s
     model = build_model_from_checkpoint(payload, ckpt, torch_device)
     # the same precision as training's final evaluation
     autocast = autocast_factory(torch_device, amp_dtype(app.train.amp, app.train.amp_dtype, torch_device))
+    # MASE's scale as training computed it (older checkpoints lack it: then from the same training rows)
+    mase_scale = data.get("mase_scale")
+    if mase_scale is not None and (not isinstance(mase_scale, list | tuple)
+                                   or len(mase_scale) != len(bundle.columns)):
+        raise CheckpointError(f"{ckpt} is inconsistent: its data section's mase_scale does not hold one "
+                              f"number per column ({len(bundle.columns)})")
     metrics = evaluate_split(model, bundle, split, batch_size=batch_size, device=torch_device,
-                             autocast=autocast)
-    return {split: metrics, "checkpoint": str(ckpt), "data": str(source), "notes": MAPE_NOTE}
+                             autocast=autocast, mase_scale=mase_scale)
+    return {split: metrics, "checkpoint": str(ckpt), "data": str(source), "notes": METRIC_NOTES}
 
 
 def json_safe(obj: Any) -> Any:

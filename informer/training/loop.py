@@ -151,9 +151,9 @@ class Trainer:
             started = time.perf_counter()
             train_loss = self._train_epoch()
             broadcast_buffers(self.p.model)  # validation and checkpoints read rank 0's buffers everywhere
-            val_loss = self._validate()
+            val_loss, validation = self._validate()
             lr = self.lr
-            improved = st.finish_epoch(train_loss, val_loss, lr, tr.patience)
+            improved = st.finish_epoch(train_loss, val_loss, lr, tr.patience, validation)
             st.stopped_early = any_process(st.stopped_early, self.p.device)
             if improved:
                 self._check_finite("best.pt")
@@ -240,12 +240,16 @@ class Trainer:
         self.stop_agreed = stopping > 0
         return loss_sum / p.dist.world_size
 
-    def _validate(self) -> float:
+    def _validate(self) -> tuple[float, dict[str, float]]:
+        """The epoch's validation loss (early stopping) and its {"mse", "seasonal_naive_mse", "skill"}.
+
+        The seasonal-naive forecast is an indexing of the input windows, so scoring it every epoch costs
+        next to nothing and gives the skill on exactly the windows the model was scored on."""
         p, tr = self.p, self.p.app.train
         limit = tr.limit_eval_batches * tr.eval_batch_size if tr.limit_eval_batches else None
         metrics = evaluate_split(p.model, p.bundle, "val", batch_size=tr.eval_batch_size, device=p.device,
-                                 autocast=self.autocast, dist_ctx=p.dist, max_windows=limit, baselines=False,
-                                 num_workers=tr.num_workers,
+                                 autocast=self.autocast, dist_ctx=p.dist, max_windows=limit,
+                                 baselines=("naive_seasonal",), num_workers=tr.num_workers,
                                  on_batch=lambda: self._callback("on_validation_batch_end"))
         loss = validation_loss(metrics, tr.loss)
         if not math.isfinite(loss):
@@ -255,7 +259,11 @@ class Trainer:
                 f"{self._last_good()}"
             )
         p.writer.scalars("val", pick(metrics, HEADLINE), self.state.global_step)
-        return loss
+        scaled = metrics["model"]["scaled"]
+        validation = {"mse": float(scaled["mse"]),
+                      "seasonal_naive_mse": float(metrics["naive_seasonal"]["scaled"]["mse"]),
+                      "skill": float(scaled["skill"])}
+        return loss, validation
 
     # ------------------------------------------------------------------ stopping
     def _stop_now(self) -> bool:
@@ -301,11 +309,16 @@ class Trainer:
             if figure is not None:
                 w.figure("val/forecast", figure, step)
         w.flush()
-        log.info("epoch %d/%d  train_loss %.6f  val_loss %.6f  lr %.3g  %.1fs%s", st.epoch, tr.epochs,
-                 train_loss, val_loss, lr, seconds, "  (best)" if improved else "")
+        skill = st.validation["skill"] if st.validation else math.nan
+        log.info("epoch %d/%d  train_loss %.6f  val_loss %.6f  val_skill %.4f  lr %.3g  %.1fs%s", st.epoch,
+                 tr.epochs, train_loss, val_loss, skill, lr, seconds, "  (best)" if improved else "")
 
     def _payload(self, **extra: Any) -> dict[str, Any]:
+        """best.pt's and last.pt's common part; ``validation`` is the latest finished epoch's (for best.pt
+        the epoch that produced its weights), absent before the first epoch ends."""
         p = self.p
+        if self.state.validation is not None:
+            extra["validation"] = dict(self.state.validation)
         return model_payload(unwrap(p.model), p.model_cfg, p.config, p.bundle.checkpoint_data(), **extra)
 
     def save_last(self) -> None:

@@ -44,7 +44,7 @@ from informer.training.distributed import (
     sync_batch_norm,
     unwrap,
 )
-from informer.training.evaluate import MAPE_NOTE, evaluate_split, write_json
+from informer.training.evaluate import METRIC_NOTES, evaluate_split, write_json
 from informer.training.loop import Callback, RunParts, Trainer, steps_per_epoch
 from informer.training.registry import HEADLINE, RUN_SUMMARY, pick
 from informer.training.signals import StopRequest, TrainingInterrupted
@@ -297,7 +297,8 @@ def _resolved_config(app: TrainAppConfig) -> dict[str, Any]:
 
 
 def _final_evaluation(parts: RunParts, state: TrainingState, stop: StopRequest) -> dict[str, Any]:
-    """Load best.pt and score every validation and test window once (with the naive baselines).
+    """Load best.pt and score every validation and test window once (with the naive baselines and the
+    skill against the seasonal one).
 
     A stop requested meanwhile is honoured between the splits: last.pt is final already, so resuming
     only repeats this evaluation."""
@@ -318,7 +319,10 @@ def _final_evaluation(parts: RunParts, state: TrainingState, stop: StopRequest) 
         "best_val_loss": state.best_val_loss, "best_epoch": state.best_epoch + 1, "epochs_run": state.epoch,
         "global_steps": state.global_step, "stopped_early": state.stopped_early,
         "train_loss": state.train_loss_history, "val_loss": state.val_loss_history, "lr": state.lr_history,
+        "val_skill": state.val_skill_history,
+        # best.pt's own record of its epoch's validation (None for a best.pt of an older version)
+        "best_validation": best.get("validation"),
         "checkpoint": "checkpoints/best.pt", "loss": tr.loss, "processes": parts.dist.world_size,
     }
-    metrics["notes"] = MAPE_NOTE
+    metrics["notes"] = METRIC_NOTES
     return metrics

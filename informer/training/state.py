@@ -49,6 +49,10 @@ class TrainingState:
     train_loss_history: list[float] = field(default_factory=list)  # per finished epoch
     val_loss_history: list[float] = field(default_factory=list)
     lr_history: list[float] = field(default_factory=list)
+    val_skill_history: list[float] = field(default_factory=list)  # skill vs seasonal naive per epoch
+    # the latest finished epoch's {"mse", "seasonal_naive_mse", "skill"} on the validation split (scaled
+    # data): the "validation" entry of the checkpoints written after it
+    validation: dict[str, float] | None = None
     # The loader draws its workers' base seed from this generator each epoch, so it is part of the data
     # order: last.pt stores its state as of the start of the epoch in progress.
     loader_generator: torch.Generator = field(default_factory=torch.Generator, init=False, repr=False,
@@ -71,11 +75,16 @@ class TrainingState:
     def epoch_train_loss(self) -> float:
         return self.epoch_loss_sum / self.step_in_epoch if self.step_in_epoch else math.nan
 
-    def finish_epoch(self, train_loss: float, val_loss: float, lr: float, patience: int) -> bool:
-        """Record the epoch; return True when validation improved (the caller saves best.pt)."""
+    def finish_epoch(self, train_loss: float, val_loss: float, lr: float, patience: int,
+                     validation: dict[str, float] | None = None) -> bool:
+        """Record the epoch (``validation``: its {"mse", "seasonal_naive_mse", "skill"}); return True when
+        validation improved (the caller saves best.pt)."""
         self.train_loss_history.append(train_loss)
         self.val_loss_history.append(val_loss)
         self.lr_history.append(lr)
+        if validation is not None:
+            self.validation = {k: float(v) for k, v in validation.items()}
+            self.val_skill_history.append(self.validation["skill"])
         improved = val_loss < self.best_val_loss
         if improved:
             self.best_val_loss, self.best_epoch, self.bad_epochs = val_loss, self.epoch, 0

@@ -3,7 +3,9 @@
 ``SweepSummaryCallback`` is registered under ``hydra.callbacks`` in configs/train.yaml, so every
 ``python scripts/train.py -m ...`` (grid, Optuna or any launcher) ends with one row per job: the job's
 overrides, its summary numbers (:data:`informer.training.registry.RUN_SUMMARY`: best validation loss, test
-MSE/MAE when its metrics.json has them) and its directory.
+MSE/MAE, skill against seasonal naive, MASE, WAPE, sMAPE when its metrics.json has them) and its
+directory. Jobs that differ only in ``train.seed`` are also summarised together, as mean ± std over the
+seeds (:mod:`informer.training.seed_summary`): summary_by_setting.csv, and a section of summary.md.
 
 The table is rebuilt from what the jobs left on disk, never from memory alone: a launcher such as
 submitit runs the jobs in other processes (or on other machines), where ``on_job_end`` fires far from
@@ -34,6 +36,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from informer.training import seed_summary
 from informer.training.registry import RUN_SUMMARY, dig, pick
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 JOB_RECORD = "sweep_job.json"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
+SUMMARY_BY_SETTING_CSV = "summary_by_setting.csv"
 METRIC_COLUMNS = tuple(RUN_SUMMARY)
 
 
@@ -189,7 +193,9 @@ def render_markdown(rows: list[JobRow], sweep_dir: Path) -> str:
     first = rows[0].overrides if rows else []
     common = [o for o in first if o.partition("=")[0].lstrip("+~") not in varying]
     lines = [f"# Sweep summary: {sweep_dir}", "",
-             f"{len(rows)} job(s); test metrics are on the scaled data, as the validation loss.", ""]
+             f"{len(rows)} job(s); test_mse, test_mae and the skills (1 - MSE / seasonal-naive MSE) are on "
+             "the scaled data, as the validation loss; test_mase, test_wape, test_smape and "
+             "test_mse_original in the data's own units.", ""]
     if common:
         lines += ["Common overrides: `" + " ".join(common) + "`", ""]
     header = ["job", *keys, *METRIC_COLUMNS, "status", "dir"]
@@ -207,15 +213,21 @@ def render_markdown(rows: list[JobRow], sweep_dir: Path) -> str:
     best = best_row(rows)
     if best is not None:
         lines += ["", f"Best: job {best.job} (best_val_loss {_fmt(best.best_val_loss)}) in {best.directory}"]
+    settings = seed_summary.group_by_setting(rows)
+    if seed_summary.repeated(settings):
+        lines += ["", *seed_summary.render_markdown(settings, METRIC_COLUMNS)]
     return "\n".join(lines) + "\n"
 
 
 def write_summary(sweep_dir: str | Path) -> tuple[Path, Path, list[JobRow]]:
-    """Scan the sweep and write summary.csv and summary.md at its root; returns both paths and the rows."""
+    """Scan the sweep and write summary.csv, summary.md and summary_by_setting.csv at its root; returns
+    the first two paths and the rows."""
     root = Path(sweep_dir)
     rows = collect_sweep(root)
     csv_path, md_path = root / SUMMARY_CSV, root / SUMMARY_MD
     _atomic_write(csv_path, render_csv(rows))
+    _atomic_write(root / SUMMARY_BY_SETTING_CSV,
+                  seed_summary.render_csv(seed_summary.group_by_setting(rows), METRIC_COLUMNS))
     _atomic_write(md_path, render_markdown(rows, root))
     return csv_path, md_path, rows
 
@@ -284,6 +296,12 @@ class SweepSummaryCallback(Callback):
             log.info("best job %s: best_val_loss %s (%s)", best.job, _fmt(best.best_val_loss),
                      " ".join(f"{k}={v}" for k, v in best.override_values().items()
                               if k in varying_keys(rows)))
+        settings = seed_summary.group_by_setting(rows)
+        if seed_summary.repeated(settings):
+            log.info("mean ± std over seeds (%s):", root / SUMMARY_BY_SETTING_CSV)
+            keys = seed_summary.setting_keys(settings)
+            for setting in settings:
+                log.info("  %s", seed_summary.describe(setting, METRIC_COLUMNS, keys))
 
 
 def export_slurm_torch_env() -> bool:
@@ -322,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     csv_path, md_path, rows = write_summary(args[0])
     print(md_path.read_text(), end="")
-    print(f"wrote {csv_path} and {md_path} ({len(rows)} job(s))")
+    print(f"wrote {csv_path}, {md_path} and {csv_path.parent / SUMMARY_BY_SETTING_CSV} ({len(rows)} job(s))")
     return 0
 
 
