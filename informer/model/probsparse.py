@@ -33,9 +33,9 @@ EVAL_SEED = 2021  # eval-mode key sampling; any fixed value makes inference dete
 def sampled_scores(q: torch.Tensor, k: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``s[b, i, h, u] = q[b, i, h] . k[b, idx[i, u], h]``: ``[B, L_Q, H, U]``, without gradient.
 
-    Device policy: CPU runs :func:`sampled_scores_sddmm` (a sampled sparse product: 1.5 ms instead of
-    87 ms for the gathered form at the default size, over 10 % of a training step; benchmarks/levers.md);
-    every other device runs the plain :func:`sampled_scores_gathered`. Tests check that they agree.
+    Device policy: CPU runs :func:`sampled_scores_sddmm`, a sampled sparse product (the gathered form
+    costs over 10 % of a default CPU training step: benchmarks/levers.md); every other device runs the
+    plain :func:`sampled_scores_gathered`. Tests check that they agree.
     """
     if q.device.type == "cpu":
         return sampled_scores_sddmm(q, k, idx)
