@@ -89,6 +89,12 @@ def test_paper_lengths(experiment: str, lengths: tuple[int, int, int]) -> None:
     assert (app.model.seq_len, app.model.label_len, app.model.pred_len) == lengths
 
 
+@pytest.mark.parametrize(("lookback", "lengths"), [("seq336", (336, 168)), ("seq720", (720, 360))])
+def test_a_long_lookback_replaces_the_input_length(lookback: str, lengths: tuple[int, int]) -> None:
+    app = _checked(["experiment=ETTh1_M_168", f"lookback={lookback}"])
+    assert (app.model.seq_len, app.model.label_len, app.model.pred_len) == (*lengths, 168)
+
+
 def test_experiment_combines_with_model_group() -> None:
     app = _checked(["experiment=ETTh1_M_48", "model=transformer"])
     assert (app.model.attn, app.model.distil, app.model.seq_len) == ("full", False, 96)
