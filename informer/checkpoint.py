@@ -17,7 +17,20 @@ A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) so that
                       (scaled data), skill = 1 - mse / seasonal_naive_mse; optional (older checkpoints
                       lack it). best.pt: the epoch that produced its weights; last.pt: the latest
                       finished epoch (absent before the first epoch ends)
-    training          (last.pt only) the resume state: informer.training.state.TrainingState.save
+    calibration       optional (best.pt after training; any checkpoint after `scripts/evaluate.py ...
+                      calibrate=true`; older checkpoints lack it): the conformal prediction intervals,
+                      fitted on the validation split, read by informer.intervals.predict_intervals:
+                      {"version": 1, "split": "val", "n": <validation windows>,
+                       "quantiles": the model's quantile levels, or None for a point model,
+                       "levels": [0.8, 0.95],
+                       "per_level": {"0.8": {"method": "split" | "cqr",
+                                             "quantile_pair": None | [0.1, 0.9],
+                                             "margin": [pred_len][c_out] floats, scaled units}, ...}}
+                      split: [point - margin, point + margin]; cqr: [q_lo - margin, q_hi + margin] (the
+                      margin may be negative); inf where n is too small for the level
+
+Model output: ``[B, pred_len, c_out]``, or ``[B, pred_len, c_out, Q]`` when ``model_config["quantiles"]``
+lists Q levels (a point model's weights keep the keys ``projection.weight`` / ``projection.bias``).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ frequency are never typed by the user: :func:`derive_model_config` computes them
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ DATASET_NAMES = (*ETT_NAMES, "custom")
 LR_SCHEDULES = ("type1", "type2", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("bf16", "fp16")
+DEFAULT_INTERVALS = (0.8, 0.95)  # forecast.intervals: the calibrated interval levels of every run
+PINBALL_LOSS = "pinball"  # the train.loss that quantile models (model.quantiles) are trained with
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -62,6 +65,8 @@ class ModelSpec:
     revin_affine: bool = True  # RevIN: a learned per-channel affine map after the normalisation
     destationary: bool = False  # de-stationary attention (needs norm=revin, attn=prob or full)
     channel_independent: bool = False  # features=M: each variable as its own series, one shared network
+    # quantile levels to forecast (a sorted list in (0, 1), e.g. [0.1, 0.5, 0.9]); null: a point forecast
+    quantiles: list[float] | None = None
 
 
 @dataclass
@@ -114,12 +119,16 @@ class ModelConfig(ModelSpec):
             raise ValueError(f"model.nb_features must be positive or null, got {self.nb_features!r}")
         if self.feature_redraw_interval < 0:
             raise ValueError("model.feature_redraw_interval must be >= 0")
+        if self.quantiles is not None:
+            check_probability_list("model.quantiles", self.quantiles, increasing=True)
         return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, so a checkpoint can hold it under ``torch.load(weights_only=True)``."""
         out = dataclasses.asdict(self)
         out["s_layers"] = [int(n) for n in self.s_layers]
+        if self.quantiles is not None:
+            out["quantiles"] = [float(q) for q in self.quantiles]
         return out
 
     @classmethod
@@ -171,6 +180,13 @@ class TrainConfig:
 
 
 @dataclass
+class ForecastConfig:
+    # levels of the conformal intervals calibrated on the validation split after training and stored
+    # in best.pt (each in (0, 1), e.g. 0.8 for an 80 % interval); [] calibrates none
+    intervals: list[float] = field(default_factory=lambda: list(DEFAULT_INTERVALS))
+
+
+@dataclass
 class PathsConfig:
     # folder holding the ETT CSVs; the INFORMER_DATA_DIR environment variable overrides the default
     data_dir: str = "${oc.env:INFORMER_DATA_DIR,data/ETT-small}"
@@ -181,6 +197,7 @@ class TrainAppConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
@@ -192,6 +209,9 @@ class EvaluateConfig:
     batch_size: int = 64  # any value gives the same metrics
     device: str = "auto"  # auto | cpu | cuda
     output: str | None = None  # also write the metrics to this JSON file
+    # fit the conformal intervals on the validation split and store them in the checkpoint (in place)
+    calibrate: bool = False
+    intervals: list[float] | None = None  # with calibrate=true: the levels (null: forecast.intervals)
 
 
 def feature_sizes(features: str, n_columns: int) -> tuple[int, int, int]:
@@ -227,6 +247,22 @@ def model_config(spec: ModelSpec, features: str, n_columns: int, freq: str) -> M
 
 
 # ------------------------------------------------------------------------------------------ checks
+def check_probability_list(field_name: str, values: Iterable[object], *,
+                           increasing: bool = False) -> list[float]:
+    """``values`` as floats, each strictly between 0 and 1 and distinct (and increasing with
+    ``increasing``); ValueError naming ``field_name`` otherwise."""
+    values = list(values)
+    if any(isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 < v < 1.0 for v in values):
+        raise ValueError(f"{field_name} must hold numbers strictly between 0 and 1, got {values!r}")
+    numbers = [float(v) for v in values]
+    if increasing and (not numbers or any(b <= a for a, b in itertools.pairwise(numbers))):
+        raise ValueError(f"{field_name} must be a non-empty list sorted in increasing order without repeats "
+                         f"(e.g. [0.1, 0.5, 0.9]), got {values!r}")
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"{field_name} must not repeat a value, got {values!r}")
+    return numbers
+
+
 def to_app_config(cfg: Any) -> TrainAppConfig:
     """A typed, fully resolved TrainAppConfig from a Hydra DictConfig, a plain dict or the dataclass."""
     if isinstance(cfg, TrainAppConfig):
@@ -283,11 +319,24 @@ def check_train_config(app: TrainAppConfig, world_size: int = 1) -> None:
         _check_number(f"train.{name}", getattr(tr, name), optional=True)
     for name in ("weight_decay", "num_workers", "checkpoint_every", "plot_windows"):
         _check_number(f"train.{name}", getattr(tr, name), zero=True)
+    try:
+        check_probability_list("forecast.intervals", app.forecast.intervals)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if tr.batch_size % world_size:
         raise UserError(f"train.batch_size={tr.batch_size} is the global batch size and must be divisible by "
                         f"the number of processes ({world_size}); pick a multiple of {world_size}")
     # the sizes that come from the data are not known yet: check the user's part with placeholders
     model_config(app.model, ds.features, n_columns=1, freq="h")
+    # quantile models train with the pinball loss; it is asked for explicitly so that setting
+    # model.quantiles never changes a loss the user chose without saying so
+    if app.model.quantiles is not None and tr.loss != PINBALL_LOSS:
+        raise UserError(f"model.quantiles={list(app.model.quantiles)} forecasts quantiles, which are trained "
+                        f"with the pinball loss: add train.loss={PINBALL_LOSS} (train.loss={tr.loss} fits a "
+                        "point forecast)")
+    if tr.loss == PINBALL_LOSS and app.model.quantiles is None:
+        raise UserError(f"train.loss={PINBALL_LOSS} scores quantile forecasts: set the levels too, e.g. "
+                        "model.quantiles=[0.1,0.5,0.9]")
 
 
 def resolve_path(path: str | os.PathLike[str]) -> Path:

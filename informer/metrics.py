@@ -23,15 +23,27 @@ error e = prediction - truth:
 
 * Skill against seasonal naive (:func:`skill_score`), 1 - MSE / MSE_seasonal_naive on the same windows,
   is computed by the evaluation from two of these summaries, on scaled data.
+* Probabilistic metrics (:class:`ProbabilisticScore`), for quantile forecasts at levels tau (a quantile
+  model's own, or the endpoints of calibrated intervals, :func:`informer.intervals.forecast_quantiles`)
+  with the pinball loss rho_tau(y, q) = max(tau (y - q), (tau - 1) (y - q)):
+
+  - wQL (gluonts' ``mean_wQuantileLoss``) = mean over tau of 2 sum rho_tau / sum |y|, original units;
+  - CRPS ~ mean over tau of 2 mean rho_tau (the CRPS is 2 * the integral of rho_tau over tau in (0, 1);
+    this is its average over the forecast levels), scaled and original units;
+  - per interval level: coverage, the fraction of points with lo <= y <= hi (also per step and per
+    variable), and the mean width hi - lo (original units, and scaled).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
+
+from informer.intervals import level_key
 
 HUBER_DELTA = 1.0  # torch.nn.HuberLoss's default: quadratic within one unit of the truth, linear beyond
 
@@ -214,3 +226,120 @@ def skill_score(mse: float, reference_mse: float) -> float:
     if not (math.isfinite(reference_mse) and reference_mse > 0) or math.isnan(mse):
         return math.nan
     return 1.0 - mse / reference_mse
+
+
+# ------------------------------------------------------------------------------------------ probabilistic
+def pinball(pred: torch.Tensor, truth: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
+    """Elementwise pinball (quantile) loss of the tau-quantile forecast ``pred``: ``max(tau (y - q),
+    (tau - 1) (y - q))`` (``tau`` a number, or levels broadcasting against the last axis)."""
+    diff = truth - pred
+    return torch.maximum(tau * diff, (tau - 1.0) * diff)
+
+
+class ProbabilisticScore:
+    """Exact float64 sums for the quantile forecasts ``[B, pred_len, V, K]`` (levels ``quantiles``) and
+    the intervals (``levels``, keys as in a calibration) of one forecaster; see :meth:`summary`.
+
+    ``to_original`` maps scaled ``[..., V]`` values to original units (a positive affine map per
+    variable, so coverage and the order of the quantiles do not depend on the units).
+    """
+
+    def __init__(self, pred_len: int, n_vars: int, quantiles: Sequence[float], levels: Sequence[str],
+                 to_original: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str = "cpu",
+                 quantiles_from: str = "model") -> None:
+        self.pred_len, self.n_vars = pred_len, n_vars
+        self.quantiles, self.levels = [float(q) for q in quantiles], list(levels)
+        self.quantiles_from = quantiles_from
+        self._to_original = to_original
+        k, n_levels = len(self.quantiles), len(self.levels)
+        # [count, sum |y| (original)], then per quantile [pinball scaled, pinball original, y <= q]
+        self.totals = torch.zeros(2 + 3 * k, dtype=torch.float64, device=device)
+        # per level: covered points per step [P], width per variable [V] (scaled, original), covered per
+        # variable [V]
+        self.per_level = torch.zeros(n_levels, pred_len + 3 * n_vars, dtype=torch.float64, device=device)
+
+    def _original(self, values: torch.Tensor) -> torch.Tensor:
+        return self._to_original(values.to(self.totals.device))
+
+    @torch.no_grad()
+    def update(self, truth: torch.Tensor, quantile_preds: torch.Tensor | None,
+               intervals: Mapping[float, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """``truth [B, P, V]`` scaled; ``quantile_preds [B, P, V, K]`` scaled (None when K = 0);
+        ``intervals`` ``{level: (lo, hi)}``, ``[B, P, V]`` scaled, for every level of ``levels``."""
+        truth = truth.to(self.totals.device, torch.float64)
+        truth_orig = self._original(truth)  # [B, P, V]
+        batch = [torch.tensor(float(truth.numel()), dtype=torch.float64, device=truth.device),
+                 truth_orig.abs().sum()]
+        for k, tau in enumerate(self.quantiles):
+            q = quantile_preds[..., k].to(truth.device, torch.float64)  # [B, P, V]
+            batch += [pinball(q, truth, tau).sum(), pinball(self._original(q), truth_orig, tau).sum(),
+                      (truth <= q).sum().to(torch.float64)]
+        self.totals += torch.stack(batch)
+        by_key = {level_key(level): bounds for level, bounds in intervals.items()}
+        for i, key in enumerate(self.levels):
+            lo, hi = (t.to(truth.device, torch.float64) for t in by_key[key])  # [B, P, V] each
+            covered = ((lo <= truth) & (truth <= hi)).to(torch.float64)  # [B, P, V]
+            width = hi - lo
+            self.per_level[i] += torch.cat([
+                covered.sum(dim=(0, 2)),  # [P]
+                width.sum(dim=(0, 1)),  # [V]
+                (self._original(hi) - self._original(lo)).sum(dim=(0, 1)),  # [V]
+                covered.sum(dim=(0, 1)),  # [V]
+            ])
+
+    def as_tensor(self) -> torch.Tensor:
+        return torch.cat([self.totals, self.per_level.flatten()])
+
+    def load_tensor(self, flat: torch.Tensor) -> None:
+        n = self.totals.numel()
+        self.totals = flat[:n].clone()
+        self.per_level = flat[n:].reshape(self.per_level.shape).clone()
+
+    def summary(self) -> dict[str, Any]:
+        """``{"pinball": mean scaled pinball loss, "probabilistic": {...}, "intervals": {level: {...}}}``.
+
+        * pinball: the mean over levels and points of the pinball loss, scaled units (quantile models'
+          training loss);
+        * wql (gluonts' mean_wQuantileLoss): mean over levels tau of 2 sum pinball_tau / sum |y|, original
+          units; crps / crps_original: mean over levels of 2 * mean pinball_tau, the quantile
+          approximation of the CRPS, in scaled / original units; quantile_coverage: the fraction of
+          points with y <= q_tau;
+        * per interval level: coverage (fraction of points with lo <= y <= hi), its value per forecast
+          step and per variable, and the mean width in original units (all variables pooled, and per
+          variable) and in scaled units.
+        """
+        values = self.totals.tolist()
+        count, abs_truth = values[0], values[1]
+        k = len(self.quantiles)
+        sums = [values[2 + 3 * i: 5 + 3 * i] for i in range(k)]
+        nan = math.nan
+        keys = [level_key(q) for q in self.quantiles]
+        wql = [2 * s[1] / abs_truth if abs_truth else nan for s in sums]
+        crps_parts = [2 * s[0] / count if count else nan for s in sums]
+        probabilistic: dict[str, Any] = {
+            "quantiles": list(self.quantiles),
+            "quantiles_from": self.quantiles_from,
+            "wql": sum(wql) / k if k else nan,
+            "wql_per_quantile": dict(zip(keys, wql, strict=True)),
+            "crps": sum(crps_parts) / k if k else nan,
+            "crps_original": (sum(2 * s[1] for s in sums) / (k * count)) if k and count else nan,
+            "quantile_coverage": {key: s[2] / count if count else nan
+                                  for key, s in zip(keys, sums, strict=True)},
+        }
+        intervals = {}
+        p, v = self.pred_len, self.n_vars
+        per_step_count = count / p if count else 0.0  # windows x variables
+        per_var_count = count / v if count else 0.0  # windows x steps
+        for key, row in zip(self.levels, self.per_level.tolist(), strict=True):
+            covered_step, width_scaled = row[:p], row[p:p + v]
+            width_orig, covered_var = row[p + v:p + 2 * v], row[p + 2 * v:]
+            intervals[key] = {
+                "coverage": sum(covered_step) / count if count else nan,
+                "width": sum(width_orig) / count if count else nan,
+                "width_scaled": sum(width_scaled) / count if count else nan,
+                "coverage_per_step": [c / per_step_count if count else nan for c in covered_step],
+                "coverage_per_variable": [c / per_var_count if count else nan for c in covered_var],
+                "width_per_variable": [w / per_var_count if count else nan for w in width_orig],
+            }
+        pinball_mean = sum(s[0] for s in sums) / (k * count) if k and count else nan
+        return {"pinball": pinball_mean, "probabilistic": probabilistic, "intervals": intervals}

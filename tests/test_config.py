@@ -149,7 +149,9 @@ def test_values_the_schema_cannot_catch_raise_user_error(override: str, field: s
 
 def test_allowed_names_come_from_the_registries() -> None:
     for loss in LOSSES:
-        assert _checked([f"train.loss={loss}"]).train.loss == loss
+        # a quantile loss (pinball) goes with a quantile model
+        extra = ["model.quantiles=[0.1,0.5,0.9]"] if LOSSES[loss].quantile else []
+        assert _checked([f"train.loss={loss}", *extra]).train.loss == loss
     for schedule in SCHEDULES:
         assert _checked([f"train.lradj={schedule}"]).train.lradj == schedule
     with pytest.raises(UserError, match="choose one of mse, mae, huber"):

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -152,3 +154,27 @@ def test_replica_check_names_the_differing_tensors(tmp_path: Path) -> None:
     log = " ".join(json.loads((tmp_path / "0.json").read_text())["log"])
     assert "differ across the 2 processes in 1 tensor(s): 1.running_mean" in log
     assert "parameters identical on all 2 processes" in log
+
+
+def test_quantile_model_under_ddp_is_calibrated_and_scored_exactly(ett_dir: Path, tmp_path: Path) -> None:
+    """Two processes: the pinball loss trains, the calibration gathers every validation window in
+    order, and coverage / wQL / CRPS summed across ranks equal one process's on the same weights."""
+    quantile = {"model.quantiles": "[0.1,0.5,0.9]", "train.loss": "pinball", "train.plot_windows": 0}
+    run_dir = _torchrun(tmp_path / "ddp", ett_dir, quantile)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    stored = load_checkpoint(run_dir / "checkpoints" / "best.pt")["calibration"]
+    assert stored["n"] == metrics["val"]["windows"]
+    copy = tmp_path / "copy.pt"
+    shutil.copy(run_dir / "checkpoints" / "best.pt", copy)
+    alone = evaluate_checkpoint(copy, split="test", calibrate=True)  # recalibrated by one process
+    for key, entry in stored["per_level"].items():
+        assert entry["method"] == alone["calibration"]["per_level"][key]["method"]
+        assert np.allclose(entry["margin"], alone["calibration"]["per_level"][key]["margin"], rtol=1e-5,
+                           atol=1e-6)
+    got, want = alone["test"]["model"], metrics["test"]["model"]
+    assert got["scaled"]["pinball"] == pytest.approx(want["scaled"]["pinball"], rel=1e-6)
+    for name in ("wql", "crps", "crps_skill"):
+        assert got["probabilistic"][name] == pytest.approx(want["probabilistic"][name], rel=1e-5)
+    for key in ("0.8", "0.95"):
+        coverage = want["intervals"][key]["coverage"]
+        assert got["intervals"][key]["coverage"] == pytest.approx(coverage, abs=1e-4)

@@ -52,7 +52,9 @@ def test_every_window_is_scored(trained: tuple[Path, float], model_and_bundle) -
         assert metrics[split]["model"]["scaled"]["points"] == expected * pred_len * bundle.c_out
         assert len(metrics[split]["model"]["mse_per_step"]) == pred_len
     assert set(metrics["test"]) >= {"model", "naive_last", "naive_seasonal", "windows"}
-    assert set(metrics["test"]["model"]) == {"scaled", "original", "mse_per_step"}
+    # probabilistic and intervals: the run's conformal calibration (tests/test_intervals.py)
+    assert set(metrics["test"]["model"]) == {"scaled", "original", "mse_per_step", "probabilistic",
+                                             "intervals"}
     assert set(metrics["test"]["model"]["original"]) >= {"mse", "mae", "rmse", "mape", "mspe"}
 
 

@@ -10,6 +10,7 @@ from informer.model.attention import AttentionLayer, build_attention
 from informer.model.decoder import Decoder, DecoderLayer
 from informer.model.embedding import DataEmbedding
 from informer.model.encoder import DistilLayer, Encoder, EncoderLayer, EncoderStack
+from informer.model.heads import QuantileHead, assemble, denormalize_quantiles
 from informer.model.normalization import DestationaryFactor, RevIN
 
 Output = torch.Tensor | tuple[torch.Tensor, dict[str, list[torch.Tensor | None]]]
@@ -47,12 +48,16 @@ class Informer(nn.Module):
     ``forward(x_enc, x_mark_enc, x_dec, x_mark_dec)``:
         x_enc ``[B, seq_len, enc_in]``, x_mark_enc ``[B, seq_len, M]``,
         x_dec ``[B, label_len + pred_len, dec_in]``, x_mark_dec ``[B, label_len + pred_len, M]``
-        -> ``[B, pred_len, c_out]``; with ``cfg.output_attention`` also a dict of attention maps
+        -> ``[B, pred_len, c_out]``, or with ``cfg.quantiles`` (Q levels) ``[B, pred_len, c_out, Q]``,
+        increasing along the last axis (:mod:`informer.model.heads`); with ``cfg.output_attention`` also a
+        dict of attention maps
         ``{"encoder": [...], "decoder_self": [...], "decoder_cross": [...]}``, one ``[B, H, L_Q, L_K]``
         tensor per layer (the decoder's last layer has ``pred_len`` query rows in cross-attention).
 
     With ``channel_independent`` every variable is its own univariate series through one shared
     network (batch ``B * C``, time features shared), and the forecasts are put back side by side.
+
+    The point forecast of a quantile model is :func:`informer.intervals.point_forecast` of the output.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -61,6 +66,7 @@ class Informer(nn.Module):
         self.pred_len = cfg.pred_len
         self.output_attention = cfg.output_attention
         self.channel_independent = cfg.channel_independent
+        self.quantiles = tuple(cfg.quantiles) if cfg.quantiles is not None else None
         widths = (1, 1, 1) if cfg.channel_independent else (cfg.enc_in, cfg.dec_in, cfg.c_out)
         self.revin = RevIN(cfg.enc_in, cfg.revin_affine) if cfg.norm == "revin" else None
         if cfg.destationary:
@@ -70,7 +76,9 @@ class Informer(nn.Module):
         self.dec_embedding = DataEmbedding(widths[1], cfg)
         self.encoder: nn.Module = self._build_encoder(cfg)
         self.decoder = build_decoder(cfg)
-        self.projection = nn.Linear(cfg.d_model, widths[2])
+        # a point model keeps the plain projection (and its state-dict keys, so older checkpoints load)
+        self.projection: nn.Module = (nn.Linear(cfg.d_model, widths[2]) if self.quantiles is None
+                                      else QuantileHead(cfg.d_model, widths[2], self.quantiles))
 
     def _build_encoder(self, cfg: ModelConfig) -> nn.Module:
         return build_encoder(cfg, cfg.e_layers)
@@ -111,14 +119,27 @@ class Informer(nn.Module):
             self.dec_embedding(x_dec, x_mark_dec), enc_out,
             keep_last=self.pred_len if trim_decoder else None, tau=tau,
         )  # [B', pred_len (or L_D), d_model]
-        out = self.projection(dec_out[:, -self.pred_len:])  # [B', pred_len, c_out or 1]
-        if self.channel_independent:
-            out = out.reshape(-1, n_channels, self.pred_len).transpose(1, 2)  # [B, pred_len, C]
-        if stats is not None:
-            out = self.revin.denormalize(out, stats)
+        dec_out = dec_out[:, -self.pred_len:]  # [B', pred_len, d_model]
+        if self.quantiles is None:
+            out = self._unfold(self.projection(dec_out), n_channels)  # [B, pred_len, c_out]
+            if stats is not None:
+                out = self.revin.denormalize(out, stats)
+        else:
+            lowest, gaps = self.projection(dec_out)  # [B', pred_len, c_out or 1], [..., Q - 1]
+            lowest, gaps = self._unfold(lowest, n_channels), self._unfold(gaps, n_channels)
+            if stats is not None:
+                lowest, gaps = denormalize_quantiles(self.revin, lowest, gaps, stats)
+            out = assemble(lowest, gaps)  # [B, pred_len, c_out, Q]
         if self.output_attention:
             return out, {"encoder": enc_maps, "decoder_self": self_maps, "decoder_cross": cross_maps}
         return out
+
+    def _unfold(self, x: torch.Tensor, n_channels: int) -> torch.Tensor:
+        """Channel-independent: ``[B * C, pred_len, 1, *rest] -> [B, pred_len, C, *rest]``; else ``x``."""
+        if not self.channel_independent:
+            return x
+        rest = x.shape[3:]
+        return x.reshape(-1, n_channels, self.pred_len, *rest).transpose(1, 2)
 
 
 def _fold(x: torch.Tensor) -> torch.Tensor:

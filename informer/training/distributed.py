@@ -158,6 +158,22 @@ def all_gather_objects(obj: Any) -> list[Any]:
     ]
 
 
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Every process's ``tensor [n_rank, ...]`` concatenated along dim 0 in rank order (the counts may
+    differ by process; the other dims may not); on the tensor's own device, as the backend needs."""
+    if not _active():
+        return tensor
+    count = torch.tensor([tensor.shape[0]], dtype=torch.int64, device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    longest = int(max(int(c.item()) for c in counts))
+    padded = tensor.new_zeros((longest, *tensor.shape[1:]))  # all_gather needs equal shapes
+    padded[: tensor.shape[0]] = tensor
+    gathered = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(gathered, padded)
+    return torch.cat([part[: int(c.item())] for part, c in zip(gathered, counts, strict=True)])
+
+
 def shard_range(n_items: int, rank: int, world_size: int) -> range:
     """A contiguous, padding-free share of ``range(n_items)``; the shares of all ranks partition it."""
     start = n_items * rank // world_size

@@ -1,8 +1,9 @@
 """Scoring a split exactly: every window, in order, sums in float64, sharded across processes without
 padding; the two naive baselines on the same windows, and every forecaster's skill against the seasonal
-one; forecast figures for TensorBoard; and the standalone evaluation of a saved checkpoint
-(``scripts/evaluate.py``), which needs only the checkpoint and the data file it was trained on and
-reproduces the numbers of the run's metrics.json. The metrics are defined in :mod:`informer.metrics`."""
+one; with a calibration, the intervals' coverage and width and the quantile losses (of the model, and
+of seasonal naive with its own residual-quantile intervals); forecast figures for TensorBoard. The
+metrics are defined in :mod:`informer.metrics`; a saved checkpoint is scored by
+:mod:`informer.training.checkpoint_eval`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,21 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from informer.checkpoint import build_model_from_checkpoint, default_file_mode, load_checkpoint
-from informer.config import DEVICES, check_choice, resolve_path, to_app_config
-from informer.data import SPLITS, DataBundle, WindowDataset, load_data_bundle, make_decoder_input
-from informer.errors import CheckpointError, DataError, UserError
+from informer.checkpoint import default_file_mode
+from informer.data import DataBundle, WindowDataset, make_decoder_input
 from informer.forecast.plot import ForecastWindow, plot_forecast_windows
-from informer.metrics import ForecastScore, inverse_scaler, skill_score
+from informer.intervals import (
+    forecast_quantiles,
+    level_key,
+    point_forecast,
+    predict_intervals,
+    residual_quantile_forecast,
+    scored_quantiles,
+)
+from informer.metrics import ForecastScore, ProbabilisticScore, inverse_scaler, skill_score
 from informer.training.distributed import (
     DistContext,
     all_reduce_sum,
-    amp_dtype,
-    autocast_factory,
-    resolve_device,
     shard_range,
     unwrap,
 )
@@ -44,7 +48,13 @@ METRIC_NOTES = (
     "seasonal-naive MAE (mase_scale, at seasonal_period); wape = sum|e| / sum|y|; smape = mean of "
     "2|e| / (|y| + |y_hat|) without the points where both are 0 (a fraction in [0, 2]). MAPE and MSPE "
     "leave out points whose true value is exactly 0 (counted in zero_targets_excluded) and blow up near "
-    "0; on scaled data they are not meaningful; prefer mase / wape / smape"
+    "0; on scaled data they are not meaningful; prefer mase / wape / smape. intervals: conformal, "
+    "calibrated on the validation split (coverage on val is in-sample); coverage = fraction of points "
+    "with lo <= y <= hi, width in original units. probabilistic: wql = gluonts' mean_wQuantileLoss "
+    "(original units), crps = mean over levels of 2 x mean pinball loss (scaled), crps_skill = 1 - crps "
+    "/ naive_seasonal's crps at the same levels; a point model's quantiles are its interval endpoints "
+    "plus the point forecast as the median (quantiles_from: intervals); seasonal naive's are its "
+    "forecast plus the empirical quantiles of its validation residuals"
 )
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -52,8 +62,9 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 def forecast(model: nn.Module, batch: Batch, label_len: int, pred_len: int, c_out: int,
              autocast: Callable[[], Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the model on one batch already on its device; returns float32 (prediction, truth),
-    both ``[B, pred_len, c_out]`` in scaled units."""
+    """Run the model on one batch already on its device; returns float32 (output, truth) in scaled
+    units: the output ``[B, pred_len, c_out]``, or ``[B, pred_len, c_out, Q]`` for a quantile model (its
+    point forecast: :func:`informer.intervals.point_forecast`), the truth ``[B, pred_len, c_out]``."""
     x_enc, x_mark_enc, y, y_mark = batch
     x_dec = make_decoder_input(y, label_len, pred_len)  # [B, label_len + pred_len, C]
     with autocast():
@@ -72,13 +83,19 @@ def target_stats(bundle: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, scale
 
 
-def _seasonal_naive(x_enc: torch.Tensor, period: int, pred_len: int, c_out: int) -> torch.Tensor:
+def model_quantiles(model: nn.Module) -> tuple[float, ...] | None:
+    """The quantile levels the (possibly wrapped) model forecasts; None for a point model."""
+    return getattr(unwrap(model), "quantiles", None)
+
+
+def seasonal_naive(x_enc: torch.Tensor, period: int, pred_len: int, c_out: int) -> torch.Tensor:
     """Repeat the last ``period`` observed steps; ``[B, pred_len, c_out]``."""
     steps = torch.arange(pred_len, device=x_enc.device) % period  # [H]
     return x_enc[:, x_enc.shape[1] - period + steps, -c_out:]  # [B, H, c_out]
 
 
-def _loader(dataset: WindowDataset, indices: Sequence[int], batch_size: int, num_workers: int) -> DataLoader:
+def split_loader(dataset: WindowDataset, indices: Sequence[int], batch_size: int,
+                 num_workers: int) -> DataLoader:
     # unshuffled and nothing dropped: every window in ``indices`` is scored exactly once; a private
     # generator keeps DataLoader start-up from drawing on the global RNG (exact resume)
     return DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False, drop_last=False,
@@ -99,7 +116,8 @@ def evaluate_split(model: nn.Module, bundle: DataBundle, split: str, *, batch_si
                    device: torch.device, autocast: Callable[[], Any], dist_ctx: DistContext | None = None,
                    max_windows: int | None = None, baselines: bool | Sequence[str] = True,
                    num_workers: int = 0, on_batch: Callable[[], None] | None = None,
-                   mase_scale: Sequence[float] | None = None) -> dict[str, Any]:
+                   mase_scale: Sequence[float] | None = None, calibration: Mapping[str, Any] | None = None,
+                   naive_calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Metrics of ``model`` on a split: ``{model, naive_last, naive_seasonal, windows, ...}``.
 
     The windows are split into contiguous shares, one per process (no padding, no duplicates); each
@@ -110,6 +128,12 @@ def evaluate_split(model: nn.Module, bundle: DataBundle, split: str, *, batch_si
     metrics gain ``skill`` = 1 - its MSE / naive_seasonal's MSE. ``mase_scale``: MASE's denominator per
     model column (a checkpoint's ``data["mase_scale"]``), by default the bundle's. ``on_batch`` is
     called after each batch.
+
+    Point metrics score the point forecast. A quantile model, or any model with a ``calibration``
+    (:mod:`informer.intervals`), also gets ``probabilistic`` (wQL, CRPS; quantile models also
+    ``scaled.pinball``, their training loss) and, with the calibration, ``intervals`` (coverage and width
+    per level); ``naive_calibration`` (:func:`informer.training.calibration.calibrate`) does the same for
+    seasonal naive, and the model's ``probabilistic.crps_skill`` = 1 - its CRPS / seasonal naive's.
     """
     dist_ctx = dist_ctx or DistContext()
     dataset = bundle.split(split)
@@ -125,34 +149,89 @@ def evaluate_split(model: nn.Module, bundle: DataBundle, split: str, *, batch_si
     names = _baseline_names(baselines)
     scores = {name: ForecastScore(pred_len, to_original, device, mase_scale=target_scale)
               for name in ("model", *names)}
+    quantiles = model_quantiles(net)
+    naive_calibration = naive_calibration if "naive_seasonal" in names else None
+    probabilistic = _probabilistic_scores(quantiles, calibration, naive_calibration, pred_len, c_out,
+                                          to_original, device)
     period = bundle.seasonal_period
-    for batch in _loader(dataset, shard_range(n_windows, dist_ctx.rank, dist_ctx.world_size),
-                         batch_size, num_workers):
+    for batch in split_loader(dataset, shard_range(n_windows, dist_ctx.rank, dist_ctx.world_size),
+                              batch_size, num_workers):
         batch = tuple(t.to(device, non_blocking=True) for t in batch)
-        pred, truth = forecast(net, batch, label_len, pred_len, c_out, autocast)
-        scores["model"].update(pred, truth)
+        output, truth = forecast(net, batch, label_len, pred_len, c_out, autocast)
+        scores["model"].update(point_forecast(output, quantiles), truth)
+        if "model" in probabilistic:
+            found = forecast_quantiles(output, quantiles, calibration)
+            probabilistic["model"].update(truth, found[1] if found else None,
+                                          predict_intervals(output, calibration) if calibration else {})
         x_enc = batch[0]  # [B, seq_len, C]
         if "naive_last" in scores:
             last = x_enc[:, -1:, -c_out:].expand(-1, pred_len, -1)  # [B, H, c_out]
             scores["naive_last"].update(last, truth)
         if "naive_seasonal" in scores:
-            scores["naive_seasonal"].update(_seasonal_naive(x_enc, period, pred_len, c_out), truth)
+            naive = seasonal_naive(x_enc, period, pred_len, c_out)  # [B, H, c_out]
+            scores["naive_seasonal"].update(naive, truth)
+            if "naive_seasonal" in probabilistic:
+                _, naive_quantiles = residual_quantile_forecast(naive, naive_calibration)  # [B, H, c_out, K]
+                probabilistic["naive_seasonal"].update(truth, naive_quantiles,
+                                                       predict_intervals(naive, naive_calibration))
         if on_batch is not None:
             on_batch()
-    flat = all_reduce_sum(torch.cat([s.as_tensor() for s in scores.values()]))
-    for score, part in zip(scores.values(), flat.chunk(len(scores)), strict=True):
-        score.load_tensor(part)
+    parts = [*scores.values(), *probabilistic.values()]
+    sizes = [part.as_tensor().numel() for part in parts]
+    flat = all_reduce_sum(torch.cat([part.as_tensor() for part in parts]))
+    for part, values in zip(parts, flat.split(sizes), strict=True):
+        part.load_tensor(values)
     net.train(was_training)
     result: dict[str, Any] = {name: score.summary() for name, score in scores.items()}
     if "naive_seasonal" in result:
         reference = result["naive_seasonal"]["scaled"]["mse"]
         for name in scores:
             result[name]["scaled"]["skill"] = skill_score(result[name]["scaled"]["mse"], reference)
+    _add_probabilistic(result, probabilistic, calibration, naive_calibration)
     result["windows"] = scores["model"].scaled.count // (pred_len * c_out)
     if "naive_seasonal" in result:
         result["seasonal_period"] = period
     result["mase_scale"] = target_scale.tolist()
     return result
+
+
+def _probabilistic_scores(quantiles: Sequence[float] | None, calibration: Mapping[str, Any] | None,
+                          naive_calibration: Mapping[str, Any] | None, pred_len: int, c_out: int,
+                          to_original: Callable[[torch.Tensor], torch.Tensor],
+                          device: torch.device) -> dict[str, ProbabilisticScore]:
+    """The probabilistic scores evaluate_split keeps: the model's when it forecasts quantiles or has
+    intervals, seasonal naive's when it has a calibration."""
+    found: dict[str, ProbabilisticScore] = {}
+    levels = calibration["levels"] if calibration else []
+    taus = scored_quantiles(quantiles, levels)
+    if taus is not None:
+        source = "model" if quantiles is not None else "intervals"
+        found["model"] = ProbabilisticScore(pred_len, c_out, taus, [level_key(lv) for lv in levels],
+                                            to_original, device, source)
+    if naive_calibration is not None:
+        found["naive_seasonal"] = ProbabilisticScore(
+            pred_len, c_out, naive_calibration["residual_quantiles"]["quantiles"],
+            [level_key(lv) for lv in naive_calibration["levels"]], to_original, device, "residuals")
+    return found
+
+
+def _add_probabilistic(result: dict[str, Any], probabilistic: Mapping[str, ProbabilisticScore],
+                       calibration: Mapping[str, Any] | None, naive_calibration: Mapping[str, Any] | None
+                       ) -> None:
+    for name, score in probabilistic.items():
+        summary = score.summary()
+        if score.quantiles_from == "model":  # the training loss of quantile models, exact on the split
+            result[name]["scaled"]["pinball"] = summary["pinball"]
+        result[name]["probabilistic"] = summary["probabilistic"]
+        used = calibration if name == "model" else naive_calibration
+        if summary["intervals"] and used is not None:
+            result[name]["intervals"] = {key: {"method": used["per_level"][key]["method"], **values}
+                                         for key, values in summary["intervals"].items()}
+    if "model" in probabilistic and "naive_seasonal" in probabilistic:
+        model, naive = result["model"]["probabilistic"], result["naive_seasonal"]["probabilistic"]
+        # a CRPS ratio means something only at the same quantile levels
+        if model["quantiles"] == naive["quantiles"]:
+            model["crps_skill"] = skill_score(model["crps"], naive["crps"])
 
 
 def plot_indices(n_windows: int, count: int) -> list[int]:
@@ -164,8 +243,11 @@ def plot_indices(n_windows: int, count: int) -> list[int]:
 
 @torch.inference_mode()
 def forecast_figure(model: nn.Module, bundle: DataBundle, split: str, indices: Sequence[int], *,
-                    device: torch.device, autocast: Callable[[], Any]) -> Figure | None:
-    """History, truth and forecast of the target column (original units) for a few windows."""
+                    device: torch.device, autocast: Callable[[], Any],
+                    calibration: Mapping[str, Any] | None = None) -> Figure | None:
+    """History, truth and forecast of the target column (original units) for a few windows, with the
+    calibrated intervals shaded when a ``calibration`` is given, else a quantile model's symmetric
+    quantile pairs (during training the calibration exists only after the last epoch)."""
     if not indices:
         return None
     dataset = bundle.split(split)
@@ -174,7 +256,13 @@ def forecast_figure(model: nn.Module, bundle: DataBundle, split: str, indices: S
     net.eval()
     items = [dataset[i] for i in indices]
     batch = tuple(torch.stack(parts).to(device) for parts in zip(*items, strict=True))
-    pred, truth = forecast(net, batch, bundle.label_len, bundle.pred_len, bundle.c_out, autocast)
+    output, truth = forecast(net, batch, bundle.label_len, bundle.pred_len, bundle.c_out, autocast)
+    quantiles = model_quantiles(net)
+    pred = point_forecast(output, quantiles)  # [B, pred_len, c_out]
+    if calibration is not None:
+        bands = predict_intervals(output, calibration)  # {level: ([B, P, c_out], [B, P, c_out])}
+    else:
+        bands = quantile_bands(output, quantiles)
     net.train(was_training)
     history = batch[0][..., -1:]  # [B, seq_len, 1]: the target is the last column
 
@@ -182,6 +270,8 @@ def forecast_figure(model: nn.Module, bundle: DataBundle, split: str, indices: S
         return bundle.inverse_transform(values.double().cpu().numpy())[..., 0]
 
     hist, true, fut = to_original(history), to_original(truth[..., -1:]), to_original(pred[..., -1:])
+    shaded = {level: (to_original(lo[..., -1:]), to_original(hi[..., -1:]))  # [B, P] each
+              for level, (lo, hi) in bands.items()}
     windows = []
     for k, i in enumerate(indices):
         start = dataset.window_start(i)
@@ -190,63 +280,24 @@ def forecast_figure(model: nn.Module, bundle: DataBundle, split: str, indices: S
             history_time=stamps[start:start + bundle.seq_len], history=hist[k],
             forecast_time=stamps[start + bundle.seq_len:start + bundle.seq_len + bundle.pred_len],
             prediction=fut[k], truth=true[k], title=f"{split} window {i} ({bundle.target})",
+            bands={level: (lo[k], hi[k]) for level, (lo, hi) in shaded.items()},
         ))
     return plot_forecast_windows(windows, ylabel=bundle.target)
 
 
-# ------------------------------------------------------------------------------------------ checkpoints
-def _data_file(payload: dict[str, Any], dataset: dict[str, Any], data_dir: str | None, ckpt: Path) -> Path:
-    recorded = payload["data"].get("source")
-    if data_dir is not None:
-        name = Path(recorded).name if recorded else f"{dataset['name']}.csv"
-        path = resolve_path(data_dir) / name
-    elif recorded:
-        path = Path(recorded)
-    else:
-        raise CheckpointError(f"{ckpt} does not record its data file; pass data_dir=<folder holding the CSV>")
-    if not path.is_file():
-        raise DataError(f"the data file {path} used to train {ckpt} is missing; pass "
-                        f"data_dir=<folder holding {path.name}> (the file the model was trained on)")
-    return path
-
-
-def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", data_dir: str | None = None,
-                        batch_size: int = 64, device: str = "auto") -> dict[str, Any]:
-    """Score a checkpoint on every window of one split; ``{split: metrics, "checkpoint": ..., ...}``."""
-    check_choice("split", split, SPLITS)
-    check_choice("device", device, DEVICES)
-    if batch_size <= 0:
-        raise UserError(f"batch_size must be a positive integer, got {batch_size}")
-    ckpt = resolve_path(checkpoint)
-    payload = load_checkpoint(ckpt)
-    config, data = payload.get("config"), payload.get("data")
-    if not isinstance(config, dict) or not isinstance(data, dict) or "dataset" not in config:
-        raise CheckpointError(f"{ckpt} lacks the run config or data section written by informer training")
-    app = to_app_config({k: v for k, v in config.items() if k in ("dataset", "model", "train", "paths")})
-    source = _data_file(payload, config["dataset"], data_dir, ckpt)
-    spec = payload["model_config"]
-    bundle = load_data_bundle({**config["dataset"], "path": str(source)}, source.parent, spec["seq_len"],
-                              spec["label_len"], spec["pred_len"], spec["embed"], download=False)
-    if bundle.columns != list(data["columns"]):
-        raise DataError(f"{source} yields columns {bundle.columns}, the checkpoint was trained on "
-                        f"{list(data['columns'])}; use the training data file")
-    if not (np.allclose(bundle.scaler.mean_, data["scaler_mean"], rtol=1e-9, atol=1e-12)
-            and np.allclose(bundle.scaler.scale_, data["scaler_scale"], rtol=1e-9, atol=1e-12)):
-        raise DataError(f"the training rows of {source} differ from those the checkpoint was trained on "
-                        "(its scaler statistics do not match); evaluate on the original data file")
-    torch_device = resolve_device(device, field="device")
-    model = build_model_from_checkpoint(payload, ckpt, torch_device)
-    # the same precision as training's final evaluation
-    autocast = autocast_factory(torch_device, amp_dtype(app.train.amp, app.train.amp_dtype, torch_device))
-    # MASE's scale as training computed it (older checkpoints lack it: then from the same training rows)
-    mase_scale = data.get("mase_scale")
-    if mase_scale is not None and (not isinstance(mase_scale, list | tuple)
-                                   or len(mase_scale) != len(bundle.columns)):
-        raise CheckpointError(f"{ckpt} is inconsistent: its data section's mase_scale does not hold one "
-                              f"number per column ({len(bundle.columns)})")
-    metrics = evaluate_split(model, bundle, split, batch_size=batch_size, device=torch_device,
-                             autocast=autocast, mase_scale=mase_scale)
-    return {split: metrics, "checkpoint": str(ckpt), "data": str(source), "notes": METRIC_NOTES}
+def quantile_bands(output: torch.Tensor, quantiles: Sequence[float] | None
+                   ) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
+    """A quantile model's output ``[B, P, C, Q]`` -> ``{level: (lo, hi)}`` for each pair of levels
+    ``(q, 1 - q)`` it has (level ``1 - 2q``); empty for a point model."""
+    if quantiles is None:
+        return {}
+    levels = [float(q) for q in quantiles]
+    bands = {}
+    for i, q in enumerate(levels):
+        upper = next((j for j, r in enumerate(levels) if q < 0.5 and math.isclose(r, 1.0 - q)), None)
+        if upper is not None:
+            bands[round(1.0 - 2.0 * q, 12)] = (output[..., i], output[..., upper])
+    return bands
 
 
 def json_safe(obj: Any) -> Any:

@@ -42,7 +42,7 @@ from informer.training.distributed import (
     unwrap,
 )
 from informer.training.evaluate import Batch, evaluate_split, forecast, forecast_figure, plot_indices
-from informer.training.registry import HEADLINE, LOSSES, pick, validation_loss
+from informer.training.registry import headline, loss_function, validation_loss
 from informer.training.schedule import learning_rate, set_learning_rate
 from informer.training.signals import StopRequest, TrainingInterrupted
 from informer.training.state import TrainingState
@@ -123,7 +123,7 @@ class Trainer:
         tr = parts.app.train
         self.main = parts.dist.is_main
         self.autocast = autocast_factory(parts.device, parts.amp_dtype)
-        self.loss_fn = LOSSES[tr.loss].fn
+        self.loss_fn = loss_function(tr.loss, parts.model_cfg.quantiles)  # (output, truth) -> loss
         self.per_rank_batch = tr.batch_size // parts.dist.world_size
         self.sampler = ResumableSampler(parts.bundle.train, num_replicas=parts.dist.world_size,
                                         rank=parts.dist.rank, shuffle=True, seed=tr.seed, drop_last=False)
@@ -202,9 +202,9 @@ class Trainer:
         """One optimizer step; returns the loss averaged over all processes."""
         p, st = self.p, self.state
         batch = tuple(t.to(p.device, non_blocking=True) for t in batch)
-        pred, truth = forecast(p.model, batch, p.bundle.label_len, p.bundle.pred_len, p.bundle.c_out,
-                               self.autocast)
-        loss = self.loss_fn(pred, truth)
+        output, truth = forecast(p.model, batch, p.bundle.label_len, p.bundle.pred_len, p.bundle.c_out,
+                                 self.autocast)
+        loss = self.loss_fn(output, truth)
         p.optimizer.zero_grad(set_to_none=True)
         if p.grad_scaler is not None:
             p.grad_scaler.scale(loss).backward()
@@ -258,7 +258,7 @@ class Trainer:
                 "infinite forecasts; lower train.learning_rate or check the data for extreme values; "
                 f"{self._last_good()}"
             )
-        p.writer.scalars("val", pick(metrics, HEADLINE), self.state.global_step)
+        p.writer.scalars("val", headline(metrics), self.state.global_step)
         scaled = metrics["model"]["scaled"]
         validation = {"mse": float(scaled["mse"]),
                       "seasonal_naive_mse": float(metrics["naive_seasonal"]["scaled"]["mse"]),

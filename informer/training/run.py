@@ -1,11 +1,13 @@
-"""``train(cfg) -> float``: assemble a run, train it, evaluate the best checkpoint once, write metrics.json.
+"""``train(cfg) -> float``: assemble a run, train it, calibrate and evaluate the best checkpoint once, write
+metrics.json.
 
 Assembly goes config -> run directory -> data -> model -> optimizer (-> state from last.pt) -> outputs.
 Everything the user supplied (config, data, model settings, the checkpoint to resume from) is checked
 before the first file is written to the run directory, so a run refused for bad input leaves an
 existing run directory as it was. The :class:`~informer.training.loop.Trainer` then owns stepping,
-validation and checkpoints; this module scores ``best.pt`` on every validation and test window and
-writes ``metrics.json`` and TensorBoard's hparams entry.
+validation and checkpoints; this module fits the conformal intervals (``forecast.intervals``) of
+``best.pt`` on the validation split and stores them in it, scores it on every validation and test window
+and writes ``metrics.json`` and TensorBoard's hparams entry.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
-from informer.checkpoint import load_checkpoint, remove_stale_temporaries
+from informer.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from informer.config import TrainAppConfig, check_train_config, model_config, resolve_path, to_app_config
 from informer.data import DataBundle, load_data_bundle
 from informer.errors import UserError
+from informer.training.calibration import calibrate
 from informer.training.distributed import (
     DistContext,
     amp_dtype,
@@ -46,7 +49,7 @@ from informer.training.distributed import (
 )
 from informer.training.evaluate import METRIC_NOTES, evaluate_split, write_json
 from informer.training.loop import Callback, RunParts, Trainer, steps_per_epoch
-from informer.training.registry import HEADLINE, RUN_SUMMARY, pick
+from informer.training.registry import headline, run_summary
 from informer.training.signals import StopRequest, TrainingInterrupted
 from informer.training.state import TrainingState, seed_everything
 from informer.training.tensorboard import RunWriter
@@ -264,11 +267,11 @@ def _train(app: TrainAppConfig, cfg: Any, out: Path, ctx: DistContext, run_log: 
                 raise
         if ctx.is_main:
             write_json(out / "metrics.json", metrics)
-            writer.scalars("test", pick(metrics["test"], HEADLINE), state.global_step)
+            writer.scalars("test", headline(metrics["test"]), state.global_step)
             writer.hparams(config=parts.config,
-                           metrics={f"hparam/{k}": v for k, v in pick(metrics, RUN_SUMMARY).items()})
+                           metrics={f"hparam/{k}": v for k, v in run_summary(metrics).items()})
             log.info("test (best checkpoint): %s", "  ".join(f"{k} {v:.6g}" for k, v in
-                                                             pick(metrics["test"], HEADLINE).items()))
+                                                             headline(metrics["test"]).items()))
     finally:
         writer.close()
     return float(state.best_val_loss)
@@ -297,24 +300,40 @@ def _resolved_config(app: TrainAppConfig) -> dict[str, Any]:
 
 
 def _final_evaluation(parts: RunParts, state: TrainingState, stop: StopRequest) -> dict[str, Any]:
-    """Load best.pt and score every validation and test window once (with the naive baselines and the
-    skill against the seasonal one).
+    """Load best.pt, fit its conformal intervals on the validation split and store them in it, then score
+    every validation and test window once (with the naive baselines, the skill against the seasonal
+    one, and the intervals' coverage and width, whose validation figures are in-sample).
 
-    A stop requested meanwhile is honoured between the splits: last.pt is final already, so resuming
+    A stop requested meanwhile is honoured between the stages: last.pt is final already, so resuming
     only repeats this evaluation."""
     barrier()  # rank 0 has finished writing best.pt
-    best = load_checkpoint(parts.checkpoint_dir / "best.pt", map_location="cpu")
+    best_path = parts.checkpoint_dir / "best.pt"
+    best = load_checkpoint(best_path, map_location="cpu")
     unwrap(parts.model).load_state_dict(best["model_state"])
     tr = parts.app.train
     autocast = autocast_factory(parts.device, parts.amp_dtype)
-    metrics: dict[str, Any] = {}
-    for split in ("val", "test"):
+    evaluation = {"batch_size": tr.eval_batch_size, "device": parts.device, "autocast": autocast,
+                  "dist_ctx": parts.dist, "num_workers": tr.num_workers}
+
+    def check_stop() -> None:
         if any_process(stop.requested, parts.device):
             raise TrainingInterrupted(stop.signum or signal.SIGTERM, str(parts.checkpoint_dir.parent),
                                       str(parts.checkpoint_dir / "last.pt"), "during the final evaluation")
-        metrics[split] = evaluate_split(parts.model, parts.bundle, split, batch_size=tr.eval_batch_size,
-                                        device=parts.device, autocast=autocast, dist_ctx=parts.dist,
-                                        num_workers=tr.num_workers)
+
+    check_stop()
+    calibration, naive_calibration = calibrate(parts.model, parts.bundle, parts.app.forecast.intervals,
+                                               **evaluation)
+    # best.pt carries the intervals so that evaluation and forecasting need nothing else; it is rewritten
+    # only when they change, so a resumed run that repeats this stage leaves the file as it was
+    if parts.dist.is_main and best.get("calibration") != calibration:
+        payload = {k: v for k, v in best.items() if k != "calibration"}
+        save_checkpoint({**payload, "calibration": calibration} if calibration is not None else payload,
+                        best_path)
+    metrics: dict[str, Any] = {}
+    for split in ("val", "test"):
+        check_stop()
+        metrics[split] = evaluate_split(parts.model, parts.bundle, split, calibration=calibration,
+                                        naive_calibration=naive_calibration, **evaluation)
     metrics["training"] = {
         "best_val_loss": state.best_val_loss, "best_epoch": state.best_epoch + 1, "epochs_run": state.epoch,
         "global_steps": state.global_step, "stopped_early": state.stopped_early,
@@ -324,5 +343,8 @@ def _final_evaluation(parts: RunParts, state: TrainingState, stop: StopRequest) 
         "best_validation": best.get("validation"),
         "checkpoint": "checkpoints/best.pt", "loss": tr.loss, "processes": parts.dist.world_size,
     }
+    # the stored calibration, margins in scaled units (informer.checkpoint); seasonal naive's is
+    # recomputed from the validation windows whenever a split is scored
+    metrics["calibration"] = calibration
     metrics["notes"] = METRIC_NOTES
     return metrics

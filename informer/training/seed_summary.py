@@ -3,7 +3,7 @@
 ``python scripts/train.py -m train.seed=1,2,3 model.d_model=256,512`` trains each setting once per seed.
 The sweep summary then groups the jobs by every override except ``train.seed`` and gives, per setting,
 the number n of completed jobs and the mean and sample standard deviation (n - 1 in the denominator) of
-each summary number (:data:`informer.training.registry.RUN_SUMMARY`) over them: summary_by_setting.csv,
+each summary number (:func:`informer.training.registry.run_summary`) over them: summary_by_setting.csv,
 and a section of summary.md below the per-job table when some setting ran more than once. Jobs that
 failed, diverged or never finished are counted in ``jobs`` but left out of the statistics.
 """

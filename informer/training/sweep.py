@@ -2,10 +2,11 @@
 
 ``SweepSummaryCallback`` is registered under ``hydra.callbacks`` in configs/train.yaml, so every
 ``python scripts/train.py -m ...`` (grid, Optuna or any launcher) ends with one row per job: the job's
-overrides, its summary numbers (:data:`informer.training.registry.RUN_SUMMARY`: best validation loss, test
-MSE/MAE, skill against seasonal naive, MASE, WAPE, sMAPE when its metrics.json has them) and its
-directory. Jobs that differ only in ``train.seed`` are also summarised together, as mean ± std over the
-seeds (:mod:`informer.training.seed_summary`): summary_by_setting.csv, and a section of summary.md.
+overrides, its summary numbers (:func:`informer.training.registry.run_summary`: best validation loss, test
+MSE/MAE, skill against seasonal naive, MASE, WAPE, sMAPE, the weighted quantile loss and CRPS skill, and
+each interval level's test coverage and width, when its metrics.json has them) and its directory. Jobs
+that differ only in ``train.seed`` are also summarised together, as mean ± std over the seeds
+(:mod:`informer.training.seed_summary`): summary_by_setting.csv, and a section of summary.md.
 
 The table is rebuilt from what the jobs left on disk, never from memory alone: a launcher such as
 submitit runs the jobs in other processes (or on other machines), where ``on_job_end`` fires far from
@@ -37,7 +38,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from informer.training import seed_summary
-from informer.training.registry import RUN_SUMMARY, dig, pick
+from informer.training.registry import RUN_SUMMARY, dig, run_summary
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ JOB_RECORD = "sweep_job.json"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
 SUMMARY_BY_SETTING_CSV = "summary_by_setting.csv"
-METRIC_COLUMNS = tuple(RUN_SUMMARY)
+METRIC_COLUMNS = tuple(RUN_SUMMARY)  # always present; per-level interval columns follow when jobs have them
 
 
 @dataclass
@@ -109,7 +110,7 @@ def read_job(job_dir: Path) -> JobRow:
         row.error = record.get("error")
     elif metrics is not None:
         row.status = "completed"
-    row.metrics = pick(metrics or {}, RUN_SUMMARY)
+    row.metrics = run_summary(metrics or {})
     returned = _number(record.get("return_value"))  # what train() returned, when metrics.json is missing
     if row.best_val_loss is None and returned is not None:
         row.metrics["best_val_loss"] = returned
@@ -127,6 +128,15 @@ def collect_sweep(sweep_dir: str | Path) -> list[JobRow]:
     """Every job of the sweep, ordered by job number (then by directory)."""
     rows = [read_job(d) for d in find_job_dirs(Path(sweep_dir))]
     return sorted(rows, key=lambda r: (r.job is None, r.job if r.job is not None else 0, str(r.directory)))
+
+
+def metric_columns(rows: list[JobRow]) -> tuple[str, ...]:
+    """:data:`METRIC_COLUMNS`, then the per-level numbers (``test_coverage_80``, ...) some job has, in
+    the order first seen."""
+    extra: dict[str, None] = {}
+    for row in rows:
+        extra.update(dict.fromkeys(k for k in row.metrics if k not in METRIC_COLUMNS))
+    return (*METRIC_COLUMNS, *extra)
 
 
 def varying_keys(rows: list[JobRow]) -> list[str]:
@@ -173,32 +183,34 @@ def best_row(rows: list[JobRow]) -> JobRow | None:
 
 
 def render_csv(rows: list[JobRow]) -> str:
-    keys = varying_keys(rows)
+    keys, columns = varying_keys(rows), metric_columns(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["job", *keys, *METRIC_COLUMNS, "status", "dir", "overrides", "error"])
+    writer.writerow(["job", *keys, *columns, "status", "dir", "overrides", "error"])
     for r in rows:
         values = r.override_values()
         writer.writerow([
             "" if r.job is None else r.job, *(values.get(k, "") for k in keys),
-            *("" if k not in r.metrics else repr(r.metrics[k]) for k in METRIC_COLUMNS),
+            *("" if k not in r.metrics else repr(r.metrics[k]) for k in columns),
             r.status, str(r.directory), " ".join(r.overrides), r.error or "",
         ])
     return buffer.getvalue()
 
 
 def render_markdown(rows: list[JobRow], sweep_dir: Path) -> str:
-    keys = varying_keys(rows)
+    keys, columns = varying_keys(rows), metric_columns(rows)
     varying = set(keys)
     first = rows[0].overrides if rows else []
     common = [o for o in first if o.partition("=")[0].lstrip("+~") not in varying]
     lines = [f"# Sweep summary: {sweep_dir}", "",
              f"{len(rows)} job(s); test_mse, test_mae and the skills (1 - MSE / seasonal-naive MSE) are on "
              "the scaled data, as the validation loss; test_mase, test_wape, test_smape and "
-             "test_mse_original in the data's own units.", ""]
+             "test_mse_original in the data's own units; test_wql (weighted quantile loss, original units), "
+             "test_crps_skill (1 - CRPS / seasonal-naive CRPS) and each interval level's test coverage and "
+             "mean width (original units) for runs with intervals.", ""]
     if common:
         lines += ["Common overrides: `" + " ".join(common) + "`", ""]
-    header = ["job", *keys, *METRIC_COLUMNS, "status", "dir"]
+    header = ["job", *keys, *columns, "status", "dir"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         values = r.override_values()
@@ -208,14 +220,14 @@ def render_markdown(rows: list[JobRow], sweep_dir: Path) -> str:
             where = str(r.directory)
         status = r.status if not r.error else f"{r.status}: {r.error}"
         cells = ["" if r.job is None else str(r.job), *(_short(values.get(k, "")) for k in keys),
-                 *(_fmt(r.metrics.get(k)) for k in METRIC_COLUMNS), status, where]
+                 *(_fmt(r.metrics.get(k)) for k in columns), status, where]
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     best = best_row(rows)
     if best is not None:
         lines += ["", f"Best: job {best.job} (best_val_loss {_fmt(best.best_val_loss)}) in {best.directory}"]
     settings = seed_summary.group_by_setting(rows)
     if seed_summary.repeated(settings):
-        lines += ["", *seed_summary.render_markdown(settings, METRIC_COLUMNS)]
+        lines += ["", *seed_summary.render_markdown(settings, columns)]
     return "\n".join(lines) + "\n"
 
 
@@ -227,7 +239,7 @@ def write_summary(sweep_dir: str | Path) -> tuple[Path, Path, list[JobRow]]:
     csv_path, md_path = root / SUMMARY_CSV, root / SUMMARY_MD
     _atomic_write(csv_path, render_csv(rows))
     _atomic_write(root / SUMMARY_BY_SETTING_CSV,
-                  seed_summary.render_csv(seed_summary.group_by_setting(rows), METRIC_COLUMNS))
+                  seed_summary.render_csv(seed_summary.group_by_setting(rows), metric_columns(rows)))
     _atomic_write(md_path, render_markdown(rows, root))
     return csv_path, md_path, rows
 
@@ -301,7 +313,7 @@ class SweepSummaryCallback(Callback):
             log.info("mean ± std over seeds (%s):", root / SUMMARY_BY_SETTING_CSV)
             keys = seed_summary.setting_keys(settings)
             for setting in settings:
-                log.info("  %s", seed_summary.describe(setting, METRIC_COLUMNS, keys))
+                log.info("  %s", seed_summary.describe(setting, metric_columns(rows), keys))
 
 
 def export_slurm_torch_env() -> bool:
