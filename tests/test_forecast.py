@@ -111,7 +111,9 @@ def test_roundtrip_train_then_forecast(features: str, trained: Callable[[str], P
     fc = pd.read_csv(out, parse_dates=["date"])
     others = [c for c in data.columns if c not in ("date", "OT")]
     expected_cols = [*others, "OT"] if features == "M" else ["OT"]
-    assert list(fc.columns) == ["date", *expected_cols]
+    # the run calibrated its intervals at the default levels (forecast.intervals)
+    bands = [f"{n}_{side}{level}" for level in ("80", "95") for n in expected_cols for side in ("lo", "hi")]
+    assert list(fc.columns) == ["date", *expected_cols, *bands]
     last = data["date"].iloc[-1]
     assert fc["date"].iloc[0] == last + pd.Timedelta(hours=1)
     assert (fc["date"].diff().iloc[1:] == pd.Timedelta(hours=1)).all()
@@ -149,8 +151,9 @@ def test_as_of_backtest_includes_truth(features: str, trained: Callable[[str], P
     assert proc.returncode == 0, proc.stderr
     fc = pd.read_csv(out, parse_dates=["date"]).set_index("date")
     assert fc.index[0] == as_of + pd.Timedelta(hours=1)
-    names = [c for c in fc.columns if not c.endswith("_true")]
-    assert [f"{n}_true" for n in names] == [c for c in fc.columns if c.endswith("_true")]
+    # one truth column per forecast variable (the leading columns; interval columns follow them)
+    names = [c.removesuffix("_true") for c in fc.columns if c.endswith("_true")]
+    assert names == list(fc.columns[:len(names)])
     for n in names:
         np.testing.assert_allclose(fc[f"{n}_true"].to_numpy(), data.loc[fc.index, n].to_numpy(), rtol=1e-8)
     assert (tmp_path / "bt.png").is_file()

@@ -5,6 +5,12 @@
     frame = fc.predict("ETTh1.csv")                      # next pred_len steps after the last row
     backtest = fc.predict(df, as_of="2018-01-01 00:00")  # from inside the data, with <name>_true columns
 
+The frame has one column per forecast variable, then, when the checkpoint holds a calibration
+(:mod:`informer.intervals`), ``<name>_lo80`` / ``<name>_hi80`` ... per interval level, and for a
+quantile model ``<name>_q10`` ... per quantile level (:mod:`informer.forecast.bands`), all in original
+units. A checkpoint without a calibration still forecasts points; :attr:`Forecaster.calibration_note`
+says how to add intervals.
+
 The look-back window is scaled with the training scaler stored in the checkpoint (never refitted on
 the input), the decoder gets the last ``label_len`` known steps then ``pred_len`` zeros, and its time
 marks come from the real future timestamps, so the forecast continues the calendar.
@@ -30,11 +36,13 @@ import pandas as pd
 import torch
 
 from informer.checkpoint import build_model_from_checkpoint, load_checkpoint
-from informer.data.frequency import future_timestamps
+from informer.data.frequency import future_timestamps, seasonal_period
 from informer.data.timefeatures import time_features
 from informer.errors import CheckpointError, DataError
+from informer.forecast.bands import ForecastBands, forecast_bands, interval_suffixes, quantile_suffix
 from informer.forecast.io import TRUE_SUFFIX, SeriesTable, known_values, locate_origin, look_back, read_table
 from informer.forecast.skill import LowSkillWarning, low_skill_note, validation_skill
+from informer.intervals import check_calibration, missing_calibration_note
 
 logger = logging.getLogger(__name__)
 _DATA_KEYS = ("columns", "target", "features", "freq", "date_column", "scaler_mean", "scaler_scale")
@@ -44,10 +52,11 @@ _DATA_KEYS = ("columns", "target", "features", "freq", "date_column", "scaler_me
 class ForecastResult:
     """One forecast plus what a report or plot needs around it."""
 
-    frame: pd.DataFrame  # [pred_len rows] forecast columns, then <name>_true columns for a backtest
+    frame: pd.DataFrame  # [pred_len rows] forecast, interval and quantile columns, then <name>_true ones
     history: pd.DataFrame  # the last rows up to the origin, forecast variables only (for plots)
     origin: pd.Timestamp  # timestamp of the last row the model read
     notes: list[str] = field(default_factory=list)
+    bands: ForecastBands | None = None  # the same forecast as arrays [1, pred_len, c_out] (plots)
 
 
 class Forecaster:
@@ -78,8 +87,23 @@ class Forecaster:
         self._mean = np.asarray(data["scaler_mean"], dtype=np.float64)  # [C]
         self._scale = np.asarray(data["scaler_scale"], dtype=np.float64)  # [C]
         self._c_out = int(cfg["c_out"])
+        self._seasonal_period = data.get("seasonal_period")  # older checkpoints lack these two
+        self._mase_scale = data.get("mase_scale")
         self.validation_skill: float | None = validation_skill(payload)  # None: not recorded
         self.low_skill_note: str | None = low_skill_note(payload)  # set when validation_skill <= 0
+        quantiles = cfg.get("quantiles")
+        self.quantiles: list[float] | None = None if quantiles is None else [float(q) for q in quantiles]
+        self.calibration: dict[str, Any] | None = None
+        if payload.get("calibration") is not None:
+            try:
+                self.calibration = check_calibration(payload["calibration"], self.pred_len, self._c_out,
+                                                     self.quantiles)
+            except ValueError as exc:
+                raise CheckpointError(f"{self.path} is inconsistent: {exc}; recalibrate it with `python "
+                                      f"scripts/evaluate.py checkpoint={self.path} calibrate=true`") from None
+        # one line for users of a checkpoint without intervals (written before they existed)
+        self.calibration_note: str | None = (missing_calibration_note(self.path) if self.calibration is None
+                                             else None)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Forecaster:
@@ -135,6 +159,22 @@ class Forecaster:
         """The CSV the model was trained on, as recorded at training time."""
         return None if self._source is None else str(self._source)
 
+    @property
+    def seasonal_period(self) -> int:
+        """Seasonal naive's period, as training recorded it (else the frequency's default)."""
+        if self._seasonal_period is not None:
+            return int(self._seasonal_period)
+        return seasonal_period(self._freq, self.seq_len)
+
+    @property
+    def mase_scale(self) -> list[float] | None:
+        """MASE's denominator per model column, as training recorded it; None if not recorded."""
+        return None if self._mase_scale is None else [float(v) for v in self._mase_scale]
+
+    def scaler_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """The training scaler's mean and scale per model column ``[C]``."""
+        return self._mean.copy(), self._scale.copy()
+
     def __repr__(self) -> str:
         return (f"Forecaster({self.path}, features={self.features}, target={self.target!r}, "
                 f"freq={self.freq!r}, seq_len={self.seq_len}, pred_len={self.pred_len}, "
@@ -163,13 +203,16 @@ class Forecaster:
         """Forecast the ``pred_len`` steps after the data ends (or after ``as_of``, inclusive).
 
         Returns a DataFrame indexed by the future timestamps (index name: the date column), one column
-        per forecast variable in original units; with ``as_of``, also ``<name>_true`` columns holding
+        per forecast variable in original units, then the interval and quantile columns (module
+        docstring); with ``as_of``, also ``<name>_true`` columns holding
         the data's values at those timestamps (NaN where the data has none). Warns with a
         :class:`LowSkillWarning` when the model did not beat seasonal naive on validation.
         """
         result = self.run(self.table(data), as_of)
         for note in result.notes:
             logger.info(note)
+        if self.calibration_note is not None:
+            logger.info(self.calibration_note)
         if self.low_skill_note is not None:
             warnings.warn(self.low_skill_note, LowSkillWarning, stacklevel=2)
         return result.frame
@@ -182,11 +225,11 @@ class Forecaster:
         window_ts = table.timestamps[start:end]
         origin = window_ts[-1]
         future = future_timestamps(origin, self._freq, self.pred_len)
-        forecast = self.forecast_window(window, window_ts, future)  # [pred_len, c_out]
+        bands = self.forecast_bands(window, window_ts, future)  # arrays [1, pred_len, c_out]
 
         names = self.output_columns
         index = pd.DatetimeIndex(future, name=self._date_column)
-        frame = pd.DataFrame(forecast, index=index, columns=names)
+        frame = pd.DataFrame(self.band_columns(bands, 0), index=index)
         if as_of is not None:
             truth = self._truth(table, end, future, names)
             if truth.notna().to_numpy().any():  # as_of at the very end: nothing to compare with
@@ -197,7 +240,23 @@ class Forecaster:
         h_values = known_values(table, h_start, end)[:, -self._c_out:]
         history = pd.DataFrame(h_values, index=pd.DatetimeIndex(table.timestamps[h_start:end],
                                                                  name=self._date_column), columns=names)
-        return ForecastResult(frame=frame, history=history, origin=origin, notes=list(table.notes))
+        return ForecastResult(frame=frame, history=history, origin=origin, notes=list(table.notes),
+                              bands=bands)
+
+    def band_columns(self, bands: ForecastBands, row: int) -> dict[str, np.ndarray]:
+        """Forecast ``row`` of ``bands`` as named ``[pred_len]`` columns: the variables, then per level
+        ``<name>_lo80``, ``<name>_hi80``, then per quantile ``<name>_q10``."""
+        names = self.output_columns
+        columns = {name: bands.point[row, :, j] for j, name in enumerate(names)}
+        for level, (lo, hi) in bands.intervals.items():
+            lo_suffix, hi_suffix = interval_suffixes(level)
+            for j, name in enumerate(names):
+                columns[f"{name}{lo_suffix}"] = lo[row, :, j]
+                columns[f"{name}{hi_suffix}"] = hi[row, :, j]
+        for tau, values in bands.quantiles.items():
+            for j, name in enumerate(names):
+                columns[f"{name}{quantile_suffix(tau)}"] = values[row, :, j]
+        return columns
 
     def _truth(self, table: SeriesTable, end: int, future: pd.DatetimeIndex, names: Sequence[str]
                ) -> pd.DataFrame:
@@ -209,22 +268,40 @@ class Forecaster:
         known = known[~known.index.duplicated()]
         return known.reindex(pd.DatetimeIndex(future, name=self._date_column))
 
-    @torch.inference_mode()
     def forecast_window(self, window: np.ndarray, window_ts: pd.DatetimeIndex,
                         future: pd.DatetimeIndex) -> np.ndarray:
-        """Raw-unit window ``[seq_len, C]`` -> raw-unit forecast ``[pred_len, c_out]``; no pandas work."""
-        scaled = (window - self._mean) / self._scale  # [seq_len, C], training scaler
-        x_enc = torch.as_tensor(scaled, dtype=torch.float32, device=self.device).unsqueeze(0)  # [1, L, C]
+        """Raw-unit window ``[seq_len, C]`` -> raw-unit point forecast ``[pred_len, c_out]``."""
+        return self.forecast_bands(window, window_ts, future).point[0]
+
+    def forecast_bands(self, window: np.ndarray, window_ts: pd.DatetimeIndex,
+                       future: pd.DatetimeIndex) -> ForecastBands:
+        """Raw-unit window ``[seq_len, C]`` -> one forecast's bands, arrays ``[1, pred_len, c_out]``."""
         dec_ts = window_ts[len(window_ts) - self.label_len:].append(future)
-        x_mark_enc = self._marks(window_ts)  # [1, seq_len, M]
-        x_mark_dec = self._marks(dec_ts)  # [1, label_len + pred_len, M]
-        placeholder = x_enc.new_zeros(1, self.pred_len, x_enc.shape[-1])  # [1, pred_len, C]
-        x_dec = torch.cat([x_enc[:, x_enc.shape[1] - self.label_len:], placeholder], dim=1)  # [1, S+P, C]
-        out = self.model(x_enc, x_mark_enc, x_dec, x_mark_dec)
+        x_enc = torch.as_tensor(self.scale(window), dtype=torch.float32).unsqueeze(0)  # [1, L, C]
+        output = self.model_output(x_enc, self._marks(window_ts), self._marks(dec_ts))
+        return self.bands(output)
+
+    def scale(self, values: np.ndarray) -> np.ndarray:
+        """Raw ``[..., C]`` model columns -> scaled with the training scaler (never refitted)."""
+        return (values - self._mean) / self._scale
+
+    @torch.inference_mode()
+    def model_output(self, x_enc: torch.Tensor, x_mark_enc: torch.Tensor, x_mark_dec: torch.Tensor
+                     ) -> torch.Tensor:
+        """Scaled windows ``[B, seq_len, C]`` plus their time marks -> the model's scaled output
+        ``[B, pred_len, c_out]`` (``[..., Q]`` for a quantile model), float32 on the CPU."""
+        x_enc = x_enc.to(self.device)
+        placeholder = x_enc.new_zeros(x_enc.shape[0], self.pred_len, x_enc.shape[-1])  # [B, pred_len, C]
+        x_dec = torch.cat([x_enc[:, x_enc.shape[1] - self.label_len:], placeholder], dim=1)  # [B, S+P, C]
+        out = self.model(x_enc, x_mark_enc.to(self.device), x_dec, x_mark_dec.to(self.device))
         if isinstance(out, tuple):  # output_attention=True also returns the attention maps
             out = out[0]
-        pred = out[0, -self.pred_len:].double().cpu().numpy()  # [pred_len, c_out], scaled
-        return pred * self._scale[-self._c_out:] + self._mean[-self._c_out:]
+        return out[:, -self.pred_len:].float().cpu()
+
+    def bands(self, output: torch.Tensor) -> ForecastBands:
+        """Scaled model output -> point, intervals (with a calibration) and quantiles in original units."""
+        return forecast_bands(output, self.quantiles, self.calibration, self._mean[-self._c_out:],
+                              self._scale[-self._c_out:])
 
     def _marks(self, index: pd.DatetimeIndex) -> torch.Tensor:
         marks = time_features(index, self._freq, self._embed)  # [L, M] float32 (timeF) or int64

@@ -35,12 +35,16 @@ options:
                     Its last seq_len rows (the look-back window) must be consecutive at the trained
                     frequency, without missing values.
   output=PATH       forecast CSV: one row per future timestamp, one column per forecast variable (the
-                    target for features S/MS, every column for M) in the data's original units.
+                    target for features S/MS, every column for M) in the data's original units,
+                    then <name>_lo80, <name>_hi80, <name>_lo95, <name>_hi95 ... (the calibrated
+                    prediction intervals at the levels stored in the checkpoint) and, for a quantile
+                    model, <name>_q10, <name>_q50, ... (its quantile forecasts).
                     Default: forecast_<origin>.csv in the current directory, where <origin> is the
                     timestamp of the last row the model read (e.g. forecast_2018-06-26T1900.csv).
                     A directory puts that default name inside it.
-  plot=PATH|none    PNG of the recent history (3 x pred_len steps) and the forecast, one panel per
-                    forecast variable (at most 8). Default: the output path with .png; none: no plot.
+  plot=PATH|none    PNG of the recent history (3 x pred_len steps) and the forecast with its intervals
+                    shaded as a fan, one panel per forecast variable (at most 8). Default: the output
+                    path with .png; none: no plot.
   as_of=TIMESTAMP   forecast from inside the data: the window is the seq_len rows ending at this row
                     (inclusive). Where the data has the following rows, the CSV and the plot also get
                     <name>_true columns with them: a quick backtest. Default: the last row.
@@ -49,7 +53,8 @@ options:
 
 Exit status: 0 on success, 2 for a problem with the inputs (the message says what to fix).
 A checkpoint whose validation MSE was not better than seasonal naive's (recorded by training) gets a
-one-line "note: ..." on stderr; the forecast is still written and the exit status is still 0.
+one-line "note: ..." on stderr; the forecast is still written and the exit status is still 0. So does
+a checkpoint without calibrated intervals (its forecast has point columns only).
 Example:
   python scripts/forecast.py checkpoint=outputs/2024-01-01/12-00-00/checkpoints/best.pt \\
       input=data/ETT-small/ETTh1.csv as_of="2018-06-01 00:00:00"
@@ -201,4 +206,7 @@ def run_forecast(opts: ForecastOptions) -> tuple[Path, Path | None]:
     print(f"wrote {csv}")
     if png is not None:
         print(f"wrote {png}")
+    # after the work, so that an error stays the only line of a failed run
+    if fc.calibration_note is not None:  # older checkpoints: points only, and how to add intervals
+        print(f"note: {fc.calibration_note}", file=sys.stderr, flush=True)
     return csv, png

@@ -2,7 +2,8 @@
 
 The one plotting module: the forecast command's PNG and the TensorBoard figures of validation windows
 during training draw their panels here, so both use one colour scheme: history dark grey, forecast
-solid blue, truth dashed orange, the forecast origin a dotted vertical line. Built on
+solid blue, truth dashed orange, the forecast origin a dotted vertical line, and prediction intervals a
+blue fan (the widest level palest). Built on
 ``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend), so it works in training
 processes, tests and headless servers alike.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,6 +47,7 @@ class ForecastWindow:
     prediction: np.ndarray  # [H]
     truth: np.ndarray | None = None  # [H], NaN where unknown
     title: str | None = None
+    bands: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # level -> ([H], [H])
 
 
 def plot_forecast_windows(windows: Sequence[ForecastWindow], *, ylabel: str = "value", ncols: int = 1,
@@ -73,6 +75,11 @@ def _draw(ax: Axes, window: ForecastWindow, ylabel: str) -> None:
     # forecast and truth start at the last observed point so the lines have no gap at the origin
     joined = _joined(window.history_time, window.forecast_time)
     ax.plot(window.history_time, history, label="history", **HISTORY)
+    # widest first, so the narrower (darker) bands are drawn over it
+    for rank, level in enumerate(sorted(window.bands, reverse=True)):
+        lo, hi = (np.asarray(b, dtype=float) for b in window.bands[level])
+        ax.fill_between(list(window.forecast_time), lo, hi, color=FORECAST["color"], linewidth=0,
+                        alpha=0.15 + 0.15 * rank, label=f"{level:.0%} interval")
     ax.plot(joined, np.concatenate([history[-1:], np.asarray(window.prediction, dtype=float)]),
             label="forecast", **FORECAST)
     if window.truth is not None:
@@ -114,11 +121,47 @@ def render_forecast_png(result: ForecastResult, title: str, max_panels: int = MA
     windows = []
     for name in shown:
         truth = frame.get(f"{name}{TRUE_SUFFIX}")  # only a backtest has it
+        bands = {}
+        if result.bands is not None:
+            j = names.index(name)
+            bands = {level: (lo[0, :, j], hi[0, :, j]) for level, (lo, hi) in result.bands.intervals.items()}
         windows.append(ForecastWindow(
             history_time=history.index, history=history[name].to_numpy(), forecast_time=frame.index,
             prediction=frame[name].to_numpy(), truth=None if truth is None else truth.to_numpy(), title=name,
+            bands=bands,
         ))
     fig = plot_forecast_windows(windows, ylabel="", panel_size=(10.0, 2.0), sharex=True, title=title)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue(), note
+
+
+def render_backtest_png(metrics: dict[str, Any], title: str) -> bytes:
+    """A backtest's figure: MSE (scaled) of the model and both naive baselines against the forecast
+    step, and, with intervals, each level's coverage against the step beside its nominal level."""
+    intervals = metrics["model"].get("intervals", {})
+    fig = Figure(figsize=(8.0, 6.0 if intervals else 3.2), layout="constrained")
+    axes = fig.subplots(2 if intervals else 1, 1, squeeze=False, sharex=True)[:, 0]
+    steps = np.arange(1, len(metrics["model"]["per_step"]["mse"]) + 1)
+    styles = {"model": FORECAST, "naive_last": {"color": "0.5", "linestyle": ":"},
+              "naive_seasonal": {"color": "tab:green", "linestyle": "--"}}
+    for name, style in styles.items():
+        axes[0].plot(steps, metrics[name]["per_step"]["mse"], marker=".", label=name, **style)
+    axes[0].set_ylabel("MSE (scaled)", fontsize=8)
+    axes[0].legend(fontsize=7)
+    for rank, (key, values) in enumerate(sorted(intervals.items())):
+        color = f"C{rank}"
+        axes[1].plot(steps, values["coverage_per_step"], marker=".", color=color,
+                     label=f"{float(key):.0%} interval")
+        axes[1].axhline(float(key), color=color, linewidth=0.8, linestyle="--")
+    if intervals:
+        axes[1].set_ylabel("coverage", fontsize=8)
+        axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    axes[-1].set_xlabel("forecast step", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
