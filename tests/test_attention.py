@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from informer.model import AttentionLayer, FavorAttention, FullAttention, ProbAttention
-from informer.model.probsparse import sampled_scores, sampled_scores_gathered, sampled_scores_sddmm
+from informer.model.probsparse import (
+    sampled_scores,
+    sampled_scores_dense,
+    sampled_scores_gathered,
+    sampled_scores_sddmm,
+)
 
 
 def qkv(l_q: int, l_k: int, b: int = 2, h: int = 3, e: int = 8, scale: float = 1.0, seed: int = 0):
@@ -62,6 +67,8 @@ def test_sampled_scores_and_sparsity_match_reference(causal: bool) -> None:
     reference = torch.einsum("blhe,bluhe->blhu", q, k[:, idx])  # [B, L_Q, H, U], gathered naively
     torch.testing.assert_close(sampled_scores(q, k, idx), reference, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(sampled_scores_sddmm(q, k, idx), reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sampled_scores_dense(q, k, idx, max_elements=500), reference,
+                               atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(sampled_scores_gathered(q, k, idx, max_elements=500), reference,
                                atol=1e-5, rtol=1e-5)
     m = prob.sparsity_measure(q, k, idx)

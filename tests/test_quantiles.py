@@ -191,7 +191,8 @@ def test_quantile_checkpoint_evaluates_and_forecasts(quantile_run: Path, etth1_c
         frame = forecaster.predict(etth1_csv)
     point = frame[forecaster.output_columns]  # the point forecast (median); bands and quantiles follow
     assert point.shape == (6, 7) and np.isfinite(frame.to_numpy()).all()
-    assert {f"{forecaster.output_columns[0]}_{s}" for s in ("lo80", "hi80", "q10", "q50", "q90")} <= set(frame)
+    first = forecaster.output_columns[0]
+    assert {f"{first}_{s}" for s in ("lo80", "hi80", "q10", "q50", "q90")} <= set(frame)
     assert isinstance(frame.index, pd.DatetimeIndex)
 
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import codecs
 import csv
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
 from informer.data.frequency import check_order, check_regular, resolve_frequency, row_label
 from informer.errors import DataError
@@ -178,10 +178,13 @@ def parse_timestamps(raw: pd.Series | pd.Index, source: str | Path, date_column:
     _refuse_empty((text.isna() | (text == "")).to_numpy(), source, date_column, in_file)
     strings = text.astype(object)
     try:
-        with warnings.catch_warnings():
-            # pandas warns when it falls back to per-element parsing; failures are reported below
-            warnings.simplefilter("ignore", UserWarning)
-            parsed = pd.to_datetime(strings)
+        # the format pandas would infer from the first row, given explicitly: parsed strictly, and no
+        # per-element fallback (with its warning) when the first row fits no format
+        first = strings.dropna().iloc[0] if strings.notna().any() else None
+        guessed = guess_datetime_format(first) if isinstance(first, str) else None
+        if guessed is None:
+            raise ValueError("no single timestamp format")
+        parsed = pd.to_datetime(strings, format=guessed)
     except (ValueError, TypeError, OverflowError):
         try:
             parsed = pd.to_datetime(strings, format="mixed", errors="coerce")

@@ -21,25 +21,43 @@ The output has the dtype of ``q``, also under autocast (where the lazy means com
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
 from informer.model.attention import AttentionCore, future_mask, softmax_attention
 
 EVAL_SEED = 2021  # eval-mode key sampling; any fixed value makes inference deterministic
+# CPU: up to this many keys per sampled key the dense product beats gathering and matches the sparse one
+DENSE_KEYS_PER_SAMPLE = 16
 
 
 def sampled_scores(q: torch.Tensor, k: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``s[b, i, h, u] = q[b, i, h] . k[b, idx[i, u], h]``: ``[B, L_Q, H, U]``, without gradient.
 
-    Device policy: CPU runs :func:`sampled_scores_sddmm`, a sampled sparse product (the gathered form
-    costs over 10 % of a default CPU training step: benchmarks/levers.md); every other device runs the
-    plain :func:`sampled_scores_gathered`. Tests check that they agree.
+    Device policy: accelerators run the plain :func:`sampled_scores_gathered`. On CPU gathering the
+    keys costs over 10 % of a default training step (benchmarks/levers.md), so short key sequences take
+    every score as one matrix product and keep the sampled columns (:func:`sampled_scores_dense`, as
+    fast as the sparse product there), and long ones, where that would be quadratic, take
+    :func:`sampled_scores_sddmm`. Tests check that all of them agree.
     """
-    if q.device.type == "cpu":
-        return sampled_scores_sddmm(q, k, idx)
-    return sampled_scores_gathered(q, k, idx)
+    if q.device.type != "cpu":
+        return sampled_scores_gathered(q, k, idx)
+    if k.shape[1] <= DENSE_KEYS_PER_SAMPLE * idx.shape[1]:
+        return sampled_scores_dense(q, k, idx)
+    return sampled_scores_sddmm(q, k, idx)
+
+
+def sampled_scores_dense(q: torch.Tensor, k: torch.Tensor, idx: torch.Tensor,
+                         max_elements: int = 1 << 24) -> torch.Tensor:
+    """Every score of a block of queries as one product, then the sampled columns (bounded memory)."""
+    b, l_q, h, _ = q.shape
+    block = max(1, max_elements // (b * h * k.shape[1]))
+    parts = []
+    for start in range(0, l_q, block):
+        scores = torch.einsum("bche,bshe->bchs", q[:, start:start + block], k)  # [B, c, H, L_K]
+        columns = idx[start:start + block].view(1, -1, 1, idx.shape[1]).expand(b, -1, h, -1)  # [B, c, H, U]
+        parts.append(scores.gather(-1, columns))
+    return torch.cat(parts, dim=1)  # [B, L_Q, H, U]
 
 
 def sampled_scores_gathered(q: torch.Tensor, k: torch.Tensor, idx: torch.Tensor,
@@ -64,14 +82,12 @@ def sampled_scores_sddmm(q: torch.Tensor, k: torch.Tensor, idx: torch.Tensor) ->
     heads = torch.arange(h, device=idx.device).view(1, h, 1)
     cols = (idx.unsqueeze(1) * h + heads).reshape(-1)  # [L_Q*H*U], ordered (i, h, u)
     crow = torch.arange(0, nnz + 1, n_sample, device=q.device)  # [L_Q*H + 1]
-    with warnings.catch_warnings():  # torch's notices about the sparse API itself, not about this run
-        warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
-        warnings.filterwarnings("ignore", message=".*[Ss]parse invariant checks are implicitly disabled.*")
-        pattern = torch.sparse_csr_tensor(crow.expand(b, -1), cols.expand(b, -1),
-                                          torch.zeros(b, nnz, dtype=dtype, device=q.device),
-                                          size=(b, l_q * h, l_k * h), check_invariants=False)
-        scores = torch.sparse.sampled_addmm(pattern, q.reshape(b, l_q * h, e).to(dtype),
-                                            k.reshape(b, l_k * h, e).to(dtype).transpose(1, 2), beta=0.0)
+    # long inputs on CPU only; torch notes once per process that its sparse CSR support is in beta
+    pattern = torch.sparse_csr_tensor(crow.expand(b, -1), cols.expand(b, -1),
+                                      torch.zeros(b, nnz, dtype=dtype, device=q.device),
+                                      size=(b, l_q * h, l_k * h), check_invariants=False)
+    scores = torch.sparse.sampled_addmm(pattern, q.reshape(b, l_q * h, e).to(dtype),
+                                        k.reshape(b, l_k * h, e).to(dtype).transpose(1, 2), beta=0.0)
     return scores.values().view(b, l_q, h, n_sample).to(q.dtype)  # [B, L_Q, H, U]
 
 
