@@ -8,11 +8,11 @@ path answer without loading torch.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from informer.errors import UserError
-from informer.forecast.cli import _FALSE, _TRUE, _refuse_existing, _write, origin_label
+from informer.forecast.cli import _refuse_existing, _write, origin_label, read_options
 
 HELP = """\
 usage: python scripts/backtest.py checkpoint=<best.pt> start=<timestamp> [end=<timestamp>] [stride=<steps>]
@@ -72,26 +72,8 @@ class BacktestOptions:
 
 
 def parse_backtest_options(argv: list[str]) -> BacktestOptions:
-    names = [f.name for f in fields(BacktestOptions)]
-    values: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        key = key.strip().lstrip("-").replace("-", "_")
-        if not sep:
-            raise UserError(f"argument {arg!r} is not key=value; options: {', '.join(names)} (see --help)")
-        if key not in names:
-            raise UserError(f"unknown option {key!r}; options: {', '.join(names)} (see --help)")
-        values[key] = value
-    for required, example in (("checkpoint", "<path of best.pt or last.pt>"), ("start", "<timestamp>")):
-        if not values.get(required):
-            raise UserError(f"missing {required}={example}; see --help")
-    overwrite = values.pop("overwrite", "false").strip().lower()
-    if overwrite not in _TRUE | _FALSE:
-        raise UserError(f"overwrite={overwrite!r} must be true or false")
-    device = values.pop("device", "cpu").strip().lower()
-    if device not in {"cpu", "cuda"} and not device.startswith("cuda:"):
-        raise UserError(f"device={device!r} must be cpu or cuda")
-    return BacktestOptions(**values, overwrite=overwrite in _TRUE, device=device)
+    required = {"checkpoint": "<path of best.pt or last.pt>", "start": "<timestamp>"}
+    return BacktestOptions(**read_options(argv, BacktestOptions, required))
 
 
 def parse_levels(text: str | None) -> list[float] | None:

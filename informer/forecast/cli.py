@@ -13,7 +13,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from informer.errors import UserError
 
@@ -76,9 +76,11 @@ class ForecastOptions:
     device: str = "cpu"
 
 
-def parse_options(argv: list[str]) -> ForecastOptions:
-    names = [f.name for f in fields(ForecastOptions)]
-    values: dict[str, str] = {}
+def read_options(argv: list[str], option_class: type, required: dict[str, str]) -> dict[str, Any]:
+    """``key=value`` arguments as keyword arguments of ``option_class`` (a dataclass with ``overwrite``
+    and ``device`` fields); ``required`` maps each mandatory key to an example of its value."""
+    names = [f.name for f in fields(option_class)]
+    values: dict[str, Any] = {}
     for arg in argv:
         key, sep, value = arg.partition("=")
         key = key.strip().lstrip("-").replace("-", "_")
@@ -87,15 +89,21 @@ def parse_options(argv: list[str]) -> ForecastOptions:
         if key not in names:
             raise UserError(f"unknown option {key!r}; options: {', '.join(names)} (see --help)")
         values[key] = value
-    if not values.get("checkpoint"):
-        raise UserError("missing checkpoint=<path of best.pt or last.pt>; see --help")
+    for key, example in required.items():
+        if not values.get(key):
+            raise UserError(f"missing {key}={example}; see --help")
     overwrite = values.pop("overwrite", "false").strip().lower()
     if overwrite not in _TRUE | _FALSE:
         raise UserError(f"overwrite={overwrite!r} must be true or false")
     device = values.pop("device", "cpu").strip().lower()
     if device not in {"cpu", "cuda"} and not device.startswith("cuda:"):
         raise UserError(f"device={device!r} must be cpu or cuda")
-    return ForecastOptions(**values, overwrite=overwrite in _TRUE, device=device)
+    return {**values, "overwrite": overwrite in _TRUE, "device": device}
+
+
+def parse_options(argv: list[str]) -> ForecastOptions:
+    return ForecastOptions(**read_options(argv, ForecastOptions,
+                                          {"checkpoint": "<path of best.pt or last.pt>"}))
 
 
 def origin_label(origin: pd.Timestamp, freq: str) -> str:
