@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from informer.config import DatasetConfig, ModelConfig, ModelSpec, derive_model_config
+from informer.config import PAPER_ARCHITECTURE, DatasetConfig, ModelConfig, ModelSpec, derive_model_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # benchmarks/ sits in the repository root
 ATTENTION_KINDS = ("prob", "full", "favor")
@@ -58,12 +58,14 @@ class Scale:
     throughput_windows: int | None = 320  # windows timed per throughput point (None: whole split)
     forecast_reps: int = 3  # subprocess runs of scripts/forecast.py
     forecast_inproc_reps: int = 20
+    backtest_origins: int = 8760  # rolling-origin backtest: hourly origins timed (8760: a year)
     epoch_train_batches: int | None = 30  # timed optimizer steps; the epoch is extrapolated from them
     epoch_eval_windows: int | None = 960  # val/test windows timed per evaluation (None: all)
     skip: tuple[str, ...] = ()
 
     def model_config(self, attn: str, **overrides: Any) -> ModelConfig:
-        spec = ModelSpec(**{**self.model, "attn": attn, **overrides})
+        """The paper's architecture (what the official step times) at this scale."""
+        spec = ModelSpec(**{**PAPER_ARCHITECTURE, **self.model, "attn": attn, **overrides})
         return derive_model_config(spec, "M", 7, "h")
 
 
@@ -74,11 +76,13 @@ def make_scale(quick: bool, tiny: bool) -> Scale:
                      attn_heads=4, attn_lengths=(48, 96), attn_budget_s=2.0, attn_max_point_s=10.0,
                      attn_processes=1, long_lengths=(192,), long_pred_len=24, long_batch=2, long_reps=1,
                      eval_batches=(16,), throughput_windows=32, forecast_reps=1, forecast_inproc_reps=2,
+                     backtest_origins=48,
                      epoch_train_batches=2, epoch_eval_windows=32, skip=("long_input",))
     if quick:
         return Scale(mode="quick", model={}, warmup=1, steps=3, limit_reps=3, official_steps=3,
                      attn_lengths=(96, 384), attn_reps=2, attn_budget_s=5.0, attn_processes=1,
                      eval_batches=(64,), throughput_windows=128, forecast_reps=1, forecast_inproc_reps=3,
+                     backtest_origins=720,
                      epoch_train_batches=3, epoch_eval_windows=128, skip=("long_input",))
     return Scale(mode="full", model={})
 

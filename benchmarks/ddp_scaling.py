@@ -68,12 +68,12 @@ def _timed_training(task: dict[str, Any], world: int) -> dict[str, Any]:
     import torch.distributed as dist
     from torch import nn
 
-    from informer.config import ModelSpec, derive_model_config
+    from informer.config import PAPER_ARCHITECTURE, ModelSpec, derive_model_config
     from informer.data import make_decoder_input
     from informer.model import build_model
 
     rank = int(os.environ.get("RANK", "0"))
-    cfg = derive_model_config(ModelSpec(**task["model"]), "M", 7, "h")
+    cfg = derive_model_config(ModelSpec(**{**PAPER_ARCHITECTURE, **task["model"]}), "M", 7, "h")
     local = task["global_batch"] // world
     torch.manual_seed(0)  # same initial weights on every process, as DDP requires
     model = build_model(cfg).train()

@@ -156,5 +156,33 @@ def latency(scale: Scale, threads: int, log: Any = print) -> dict[str, Any]:
     return result
 
 
+def backtest(scale: Scale, log: Any = print) -> dict[str, Any]:
+    """Wall time of a rolling-origin backtest (``informer.forecast.backtest.run_backtest``, stride 1)
+    over ``Scale.backtest_origins`` consecutive hourly origins of a default-size checkpoint."""
+    from informer.forecast import Forecaster
+    from informer.forecast.backtest import run_backtest
+
+    with tempfile.TemporaryDirectory(prefix="informer-bench-") as tmp:
+        checkpoint, csv = write_checkpoint(scale, Path(tmp))
+        fc = Forecaster.from_checkpoint(checkpoint)
+        table = fc.table(csv)
+        usable = len(table.timestamps) - fc.seq_len - fc.pred_len + 1
+        origins = min(scale.backtest_origins, usable)
+        first = fc.seq_len - 1  # the first row with a full look-back
+        start, end = table.timestamps[first], table.timestamps[first + origins - 1]
+        began = time.perf_counter()
+        result = run_backtest(fc, table, start, end, stride=1)
+        seconds = time.perf_counter() - began
+    entry = {"origins": int(result.metrics["origins"]), "seconds": seconds,
+             "origins_per_s": result.metrics["origins"] / seconds, "first_origin": str(start),
+             "last_origin": str(end),
+             "method": "one run_backtest call at stride 1 (batches of 256 origins: scaling, model, "
+                       "intervals, scores of the model and both naive baselines); checkpoint and CSV read "
+                       "beforehand"}
+    log(f"  backtest: {entry['origins']} origins in {seconds:.1f} s ({entry['origins_per_s']:.0f} origins/s)")
+    return entry
+
+
 def run(scale: Scale, threads: int, log: Any = print) -> dict[str, Any]:
-    return {"throughput": throughput(scale, log), "forecast_latency": latency(scale, threads, log)}
+    return {"throughput": throughput(scale, log), "forecast_latency": latency(scale, threads, log),
+            "backtest": backtest(scale, log)}

@@ -119,6 +119,12 @@ def _inference(sec: dict[str, Any]) -> list[str]:
         ["in-process forecast (median)", _f((inproc.get("predict_ms_median") or 0) / 1e3 or None, "{:.3f}")],
         ["network forward alone (median)", _f((inproc.get("model_ms_median") or 0) / 1e3 or None, "{:.3f}")],
     ])
+    bt = sec.get("backtest")
+    if bt:
+        took = _f(bt["seconds"], "{:.1f}")
+        lines += ["", f"Rolling-origin backtest (`scripts/backtest.py`'s engine, stride 1): {bt['origins']} "
+                      f"hourly origins ({bt['first_origin']} to {bt['last_origin']}) in {took} s, "
+                      f"{_f(bt['origins_per_s'], '{:.0f}')} origins/s.", ""]
     return lines
 
 

@@ -5,13 +5,18 @@ A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) so that
 
     format            "informer-checkpoint"
     format_version    FORMAT_VERSION
-    model_config      ModelConfig.to_dict()
+    model_config      ModelConfig.to_dict() (n_known_future: the known-future columns the model reads after
+                      the time features in x_mark; older checkpoints lack it, meaning 0)
     model_state       the model's state_dict (no DDP / compile prefixes)
     config            the resolved run config as a plain dict
     data              columns, target, features, freq, date_column, scaler_mean, scaler_scale,
                       last_timestamp, first_timestamp, source, embed, seasonal_period, mase_scale
                       (per column, original units: MASE's denominator, the training split's in-sample
-                      seasonal-naive MAE; older checkpoints lack it)
+                      seasonal-naive MAE; older checkpoints lack it), and the covariate roles
+                      (informer.data.roles): targets, past_covariates, known_future (column names; the
+                      model columns are past_covariates + targets) and covariate_mean, covariate_scale
+                      (the known-future columns' training-split scaler, [] without them); older
+                      checkpoints lack these five keys, which means no covariates
     versions          {"torch": ..., "informer": ..., "threads": ...}
     validation        {"mse": float, "seasonal_naive_mse": float, "skill": float}: the validation split
                       (scaled data), skill = 1 - mse / seasonal_naive_mse; optional (older checkpoints

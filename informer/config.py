@@ -39,18 +39,24 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 @dataclass
 class ModelSpec:
-    """The architecture as the user chooses it (the ``model`` config group)."""
+    """The architecture as the user chooses it (the ``model`` config group).
+
+    The defaults are the best setting found on ETTh1's validation split (README "Results"): the paper's
+    Informer (ProbSparse encoder with distilling, generative decoder) given RevIN and channel
+    independence at width 128. The paper's own architecture (``norm: none``, one multivariate network
+    of width 512) is :data:`PAPER_ARCHITECTURE`, set by the ``experiment=paper/...`` presets.
+    """
 
     name: str = "informer"  # informer | informer_stack
     seq_len: int = 96
     label_len: int = 48
     pred_len: int = 24
-    d_model: int = 512
+    d_model: int = 128
     n_heads: int = 8
     e_layers: int = 2
     d_layers: int = 1
     s_layers: list[int] = field(default_factory=lambda: [3, 2, 1])  # InformerStack only
-    d_ff: int = 2048
+    d_ff: int = 256
     factor: int = 5
     dropout: float = 0.05
     attn: str = "prob"  # prob | full | favor (encoder and decoder self-attention)
@@ -61,22 +67,38 @@ class ModelSpec:
     output_attention: bool = False
     nb_features: int | None = None  # FAVOR+ random features; None -> a multiple of the head size
     feature_redraw_interval: int = 1000  # FAVOR+: training steps between redraws (0: never)
-    norm: str = "none"  # none | revin: normalise each input window by its own statistics
+    norm: str = "revin"  # none | revin: normalise each input window by its own statistics
     revin_affine: bool = True  # RevIN: a learned per-channel affine map after the normalisation
     destationary: bool = False  # de-stationary attention (needs norm=revin, attn=prob or full)
-    channel_independent: bool = False  # features=M: each variable as its own series, one shared network
+    # each variable as its own series through one shared network; null: on for features M and S, off
+    # for MS (whose target must read the other columns)
+    channel_independent: bool | None = None
     # quantile levels to forecast (a sorted list in (0, 1), e.g. [0.1, 0.5, 0.9]); null: a point forecast
     quantiles: list[float] | None = None
+
+
+# The paper's architecture where it differs from ModelSpec's defaults: the experiment=paper/... presets set
+# these, and they are ModelConfig's own defaults.
+PAPER_ARCHITECTURE: dict[str, Any] = {"norm": "none", "channel_independent": False, "d_model": 512,
+                                      "d_ff": 2048}
 
 
 @dataclass
 class ModelConfig(ModelSpec):
     """Everything needed to build the network: the spec plus sizes derived from the data."""
 
+    # Built directly (not through derive_model_config), a ModelConfig is the paper's network; these
+    # defaults are also what a field's absence means in a checkpoint written before it existed.
+    d_model: int = PAPER_ARCHITECTURE["d_model"]
+    d_ff: int = PAPER_ARCHITECTURE["d_ff"]
+    norm: str = PAPER_ARCHITECTURE["norm"]
+    channel_independent: bool = PAPER_ARCHITECTURE["channel_independent"]
     enc_in: int = 7
     dec_in: int = 7
     c_out: int = 7
     freq: str = "h"
+    # known-future covariates: the last n_known_future columns of x_mark (after the time features)
+    n_known_future: int = 0
 
     def validate(self) -> ModelConfig:
         """Raise ValueError naming the offending field; return self for chaining."""
@@ -115,10 +137,17 @@ class ModelConfig(ModelSpec):
         if self.destationary and self.attn not in ("prob", "full"):
             raise ValueError(f"model.destationary=true rescales attention scores, which model.attn="
                              f"{self.attn} does not form; use model.attn=prob or full")
+        if self.channel_independent and not self.enc_in == self.dec_in == self.c_out:
+            raise ValueError(f"model.channel_independent=true forecasts every input variable from its own "
+                             f"history, so it needs as many outputs as inputs (enc_in={self.enc_in}, "
+                             f"c_out={self.c_out}); set model.channel_independent=false")
         if self.nb_features is not None and self.nb_features <= 0:
             raise ValueError(f"model.nb_features must be positive or null, got {self.nb_features!r}")
         if self.feature_redraw_interval < 0:
             raise ValueError("model.feature_redraw_interval must be >= 0")
+        if not isinstance(self.n_known_future, int) or self.n_known_future < 0:
+            raise ValueError(f"model.n_known_future must be a non-negative integer, "
+                             f"got {self.n_known_future!r}")
         if self.quantiles is not None:
             check_probability_list("model.quantiles", self.quantiles, increasing=True)
         return self
@@ -151,6 +180,12 @@ class DatasetConfig:
     features: str = "M"  # M: multi->multi, S: target->target, MS: multi->target
     freq: str | None = None  # pandas alias ('h', '15min', 'B', ...); inferred from timestamps when null
     columns: list[str] | None = None  # custom: the value columns to use (default: all but the date)
+    # covariate roles (informer.data.roles): columns whose future values are known at forecast time
+    # (inputs of every encoder and decoder row, never forecast), past-only inputs (default for MS: every
+    # other value column), and the forecast variables (default: target for S/MS, the rest for M)
+    known_future: list[str] = field(default_factory=list)
+    past_covariates: list[str] | None = None
+    targets: list[str] | None = None
     seasonal_period: int | None = None  # seasonal-naive baseline period; null: one day at freq
 
 
@@ -214,8 +249,20 @@ class EvaluateConfig:
     intervals: list[float] | None = None  # with calibrate=true: the levels (null: forecast.intervals)
 
 
-def feature_sizes(features: str, n_columns: int) -> tuple[int, int, int]:
-    """(enc_in, dec_in, c_out) for a features mode and the number of value columns."""
+def feature_sizes(features: str, n_columns: int, n_targets: int | None = None) -> tuple[int, int, int]:
+    """(enc_in, dec_in, c_out) for a features mode and the number of value columns.
+
+    ``n_targets``: the number of forecast variables when covariate roles decided them
+    (:func:`informer.data.roles.resolve_roles`: the model's columns are the past covariates then the
+    targets, so c_out = n_targets); None keeps the features mode's own rule.
+    """
+    if features not in FEATURE_MODES:
+        raise ValueError(f"dataset.features must be one of {list(FEATURE_MODES)}, got {features!r}")
+    if n_targets is not None:
+        if not 1 <= n_targets <= n_columns:
+            raise ValueError(f"need 1 <= number of targets <= number of columns, "
+                             f"got {n_targets} of {n_columns}")
+        return n_columns, n_columns, n_targets
     if features == "M":
         return n_columns, n_columns, n_columns
     if features == "MS":
@@ -226,22 +273,32 @@ def feature_sizes(features: str, n_columns: int) -> tuple[int, int, int]:
 
 
 def derive_model_config(spec: ModelSpec | dict[str, Any], features: str, n_columns: int,
-                        freq: str) -> ModelConfig:
-    """The single place where enc_in / dec_in / c_out and freq are filled in."""
+                        freq: str, *, n_targets: int | None = None, n_known_future: int = 0) -> ModelConfig:
+    """The single place where enc_in / dec_in / c_out, n_known_future and freq are filled in.
+
+    ``n_targets`` and ``n_known_future`` come from the covariate roles (:mod:`informer.data.roles`);
+    without them the sizes follow from ``features`` alone.
+    """
     values = dataclasses.asdict(spec) if dataclasses.is_dataclass(spec) else dict(spec)
-    enc_in, dec_in, c_out = feature_sizes(features, n_columns)
-    if values.get("channel_independent") and features != "M":
-        raise ValueError(f"model.channel_independent=true forecasts every input variable from its own "
-                         f"history, which needs dataset.features=M (got {features})")
-    values.update(enc_in=enc_in, dec_in=dec_in, c_out=c_out, freq=freq)
+    enc_in, dec_in, c_out = feature_sizes(features, n_columns, n_targets)
+    if values.get("channel_independent") is None:
+        # on only where every input variable is also forecast (no past-only covariates)
+        values["channel_independent"] = features != "MS" and c_out == enc_in
+    elif values["channel_independent"] and features == "MS":
+        raise ValueError("model.channel_independent=true reads every variable alone, so with "
+                         "dataset.features=MS the target could not use the other columns; set "
+                         "model.channel_independent=false (or leave it unset)")
+    values.update(enc_in=enc_in, dec_in=dec_in, c_out=c_out, freq=freq, n_known_future=n_known_future)
     values["s_layers"] = [int(n) for n in values.get("s_layers") or []]
     return ModelConfig(**values).validate()
 
 
-def model_config(spec: ModelSpec, features: str, n_columns: int, freq: str) -> ModelConfig:
+def model_config(spec: ModelSpec, features: str, n_columns: int, freq: str, *, n_targets: int | None = None,
+                 n_known_future: int = 0) -> ModelConfig:
     """:func:`derive_model_config` for user input: its ValueErrors (they name the field) as UserErrors."""
     try:
-        return derive_model_config(spec, features, n_columns, freq)
+        return derive_model_config(spec, features, n_columns, freq, n_targets=n_targets,
+                                   n_known_future=n_known_future)
     except ValueError as exc:
         raise UserError(f"invalid model configuration: {exc}") from None
 
@@ -299,6 +356,9 @@ def check_train_config(app: TrainAppConfig, world_size: int = 1) -> None:
     ds, tr = app.dataset, app.train
     check_choice("dataset.name", ds.name, DATASET_NAMES)
     check_choice("dataset.features", ds.features, FEATURE_MODES)
+    from informer.data.roles import check_role_lists
+
+    check_role_lists(ds.features, ds.target, ds.targets, ds.past_covariates, ds.known_future)
     if ds.name == "custom" and not ds.path:
         raise UserError("dataset=custom needs dataset.path=<file.csv>: the CSV to train on")
     if ds.seasonal_period is not None and ds.seasonal_period <= 0:

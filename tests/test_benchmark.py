@@ -77,6 +77,8 @@ def test_json_has_every_section_and_goal(quick_run: Path) -> None:
     inference = sections["inference"]
     rates = [r["windows_per_s"] for per in inference["throughput"]["kinds"].values() for r in per.values()]
     assert rates and all(rate > 0 for rate in rates)
+    backtest = inference["backtest"]
+    assert backtest["origins"] == 48 and backtest["seconds"] > 0
     latency = inference["forecast_latency"]
     assert latency["process_csv_only"]["median_s"] > 0, latency
     assert latency["in_process"]["predict_ms_median"] > 0, latency

@@ -15,10 +15,12 @@ from omegaconf import OmegaConf
 from training_helpers import REPO, TRAIN_SCRIPT, run_script, tiny_overrides
 
 from informer.config import (
+    PAPER_ARCHITECTURE,
     DatasetConfig,
     ModelSpec,
     TrainAppConfig,
     check_train_config,
+    model_config,
     register_configs,
     to_app_config,
 )
@@ -30,7 +32,9 @@ CONFIGS = REPO / "configs"
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+    """The group's options, subfolders included (``paper/ETTh1_M_24``)."""
+    folder = CONFIGS / group
+    return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
 
 
 def _compose(overrides: list[str], name: str = "train"):
@@ -49,8 +53,8 @@ def test_groups_hold_the_documented_options() -> None:
     assert _options("dataset") == ["ETTh1", "ETTh2", "ETTm1", "ETTm2", "custom"]
     assert _options("model") == ["informer", "informer_stack", "transformer"]
     horizons = (24, 48, 168, 336, 720)
-    assert set(_options("experiment")) == {f"{d}_{f}_{h}" for d in ("ETTh1", "ETTh2") for f in "MS"
-                                           for h in horizons}
+    tasks = {f"{d}_{f}_{h}" for d in ("ETTh1", "ETTh2") for f in "MS" for h in horizons}
+    assert set(_options("experiment")) == tasks | {f"paper/{task}" for task in tasks}
 
 
 @pytest.mark.parametrize("dataset", _options("dataset"))
@@ -63,15 +67,26 @@ def test_every_dataset_composes(dataset: str) -> None:
 @pytest.mark.parametrize("model", _options("model"))
 def test_every_model_composes(model: str) -> None:
     app = _checked([f"model={model}"])
-    assert app.model.d_model == 512 and app.model.n_heads == 8 and app.model.d_ff == 2048
+    assert (app.model.d_model, app.model.n_heads, app.model.d_ff) == (128, 8, 256)
 
 
 @pytest.mark.parametrize("experiment", _options("experiment"))
 def test_every_experiment_composes(experiment: str) -> None:
     app = _checked([f"experiment={experiment}"])
-    name, features, horizon = experiment.split("_")
+    name, features, horizon = experiment.removeprefix("paper/").split("_")
     assert (app.dataset.name, app.dataset.features, app.model.pred_len) == (name, features, int(horizon))
-    assert app.model.d_model == 512 and app.train.learning_rate == 1e-4  # paper defaults kept
+    assert app.train.learning_rate == 1e-4  # the paper's training setup in both
+
+
+@pytest.mark.parametrize("task", [o for o in _options("experiment") if not o.startswith("paper/")])
+def test_paper_presets_are_the_task_with_the_papers_architecture(task: str) -> None:
+    """``experiment=paper/X`` = ``experiment=X`` (our default architecture) + PAPER_ARCHITECTURE only."""
+    ours, paper = _checked([f"experiment={task}"]), _checked([f"experiment=paper/{task}"])
+    assert paper.dataset == ours.dataset and paper.train == ours.train
+    assert paper.model == dataclasses.replace(ours.model, **PAPER_ARCHITECTURE)
+    assert (paper.model.norm, paper.model.d_model, paper.model.d_ff) == ("none", 512, 2048)
+    model = model_config(paper.model, paper.dataset.features, n_columns=7, freq="h")
+    assert not model.channel_independent
 
 
 def test_evaluate_config_composes() -> None:
@@ -106,6 +121,15 @@ def test_defaults_are_the_paper_training_setup() -> None:
     assert (tr.epochs, tr.batch_size, tr.learning_rate, tr.patience, tr.lradj, tr.loss) == \
         (6, 32, 1e-4, 3, "type1", "mse")
     assert (app.dataset.name, app.model.name, app.model.attn) == ("ETTh1", "informer", "prob")
+
+
+@pytest.mark.parametrize(("features", "independent"), [("M", True), ("S", True), ("MS", False)])
+def test_default_model_is_the_validated_setting(features: str, independent: bool) -> None:
+    """RevIN + channel independence at width 128 (README Results); MS keeps one multivariate network."""
+    app = _checked([f"dataset.features={features}"])
+    model = model_config(app.model, features, n_columns=7, freq="h")
+    chosen = (model.norm, model.d_model, model.d_ff, model.channel_independent)
+    assert chosen == ("revin", 128, 256, independent)
 
 
 def test_transformer_is_full_attention_without_distilling() -> None:

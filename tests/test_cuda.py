@@ -77,7 +77,7 @@ def test_twenty_amp_training_steps_of_the_horizon_168_preset(amp_dtype: str, ett
     import subprocess
 
     run_dir = tmp_path / "run"
-    command = [sys.executable, str(REPO_ROOT / "scripts" / "train.py"), "experiment=ETTh1_M_168",
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "train.py"), "experiment=paper/ETTh1_M_168",
                f"paths.data_dir={ett_dir}", f"hydra.run.dir={run_dir}", "train.device=cuda", "train.amp=true",
                f"train.amp_dtype={amp_dtype}", "train.epochs=1", "train.limit_train_batches=20",
                "train.limit_eval_batches=4", "train.plot_windows=1"]

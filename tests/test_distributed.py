@@ -178,3 +178,22 @@ def test_quantile_model_under_ddp_is_calibrated_and_scored_exactly(ett_dir: Path
     for key in ("0.8", "0.95"):
         coverage = want["intervals"][key]["coverage"]
         assert got["intervals"][key]["coverage"] == pytest.approx(coverage, abs=1e-4)
+
+
+def test_known_future_covariate_under_ddp_matches_single_process(ett_dir: Path, tmp_path: Path) -> None:
+    """One known-future covariate (issue 18) travels with the time marks: two processes still train the
+    same computation as one, keep identical replicas and score exactly."""
+    covariate = {**EQUIVALENT, "dataset.known_future": "[HUFL]"}
+    run_dir = _torchrun(tmp_path / "ddp", ett_dir, covariate)
+    log = (run_dir / "train.log").read_text()
+    assert "known-future ['HUFL']" in log and "parameters identical on all 2 processes" in log
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert best["model_config"]["n_known_future"] == 1 and best["data"]["known_future"] == ["HUFL"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    single = train(tiny_config(ett_dir, **{**covariate, "dataset.known_future": ["HUFL"]}),
+                   output_dir=tmp_path / "single")
+    assert metrics["training"]["best_val_loss"] == pytest.approx(single, rel=1e-5)
+    alone = evaluate_checkpoint(run_dir / "checkpoints" / "best.pt", split="test")["test"]
+    assert alone["windows"] == metrics["test"]["windows"]
+    want = metrics["test"]["model"]["scaled"]["mse"]
+    assert alone["model"]["scaled"]["mse"] == pytest.approx(want, rel=1e-6)

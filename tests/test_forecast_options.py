@@ -42,7 +42,7 @@ REVIN = {"norm": "revin"}
 OPTION_SETS = {
     "revin": REVIN,
     "revin+destationary": {"norm": "revin", "destationary": True},
-    "channel_independent": {"channel_independent": True},
+    "channel_independent": {"norm": "none", "channel_independent": True},
     "all_three": {"norm": "revin", "destationary": True, "channel_independent": True},
 }
 

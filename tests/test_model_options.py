@@ -122,8 +122,7 @@ def test_state_dict_round_trip_reproduces_the_forecast_and_gradients_reach_every
     (dict(destationary=True), "M", "needs model.norm=revin"),
     (dict(norm="revin", destationary=True, attn="favor"), "M", "use model.attn=prob or full"),
     (dict(norm="layer"), "M", "model.norm must be one of"),
-    (dict(channel_independent=True), "MS", "needs dataset.features=M"),
-    (dict(channel_independent=True), "S", "needs dataset.features=M"),
+    (dict(channel_independent=True), "MS", "set model.channel_independent=false"),
 ])
 def test_bad_option_combinations_name_the_fix(options: dict, features: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -142,6 +142,20 @@ def test_killed_and_resumed_run_is_bit_identical(kill_at: str, saved_step: int, 
     assert [step for step, _ in _train_loss_events(run_dir)] == list(range(1, 16))
 
 
+def test_resume_with_a_known_future_covariate_is_bit_identical(ett_dir: Path, tmp_path: Path) -> None:
+    """The same exactness with one known-future covariate (issue 18) in the tiny config."""
+    args = ["dataset=ETTh1", *tiny_overrides(ett_dir, **RUN, **{"dataset.known_future": "[HUFL]"})]
+    reference = _train_cli([*args, f"hydra.run.dir={tmp_path / 'reference'}"], cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    killed = _train_cli([*args, f"hydra.run.dir={run_dir}"], cwd=tmp_path, kill_at="step:7")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = _train_cli([*args, f"train.resume={run_dir}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["data"]["known_future"] == ["HUFL"]
+    assert fingerprint(run_dir) == fingerprint(tmp_path / "reference")
+
+
 def test_sigterm_saves_and_prints_the_resume_command(args: list[str], reference: tuple[Path, dict[str, str]],
                                                      tmp_path: Path) -> None:
     run_dir = tmp_path / "run"

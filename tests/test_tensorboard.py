@@ -78,6 +78,12 @@ def test_forecast_images_every_epoch(tb_dir: Path) -> None:
     assert images[0].encoded_image_string.startswith(b"\x89PNG") and images[0].width > 100
 
 
+def test_final_test_forecast_image_with_the_calibrated_intervals(tb_dir: Path) -> None:
+    """After training, one test figure of the best model, shaded with the intervals just calibrated."""
+    images = _accumulator(tb_dir).Images("test/forecast")
+    assert len(images) == 1 and images[0].encoded_image_string.startswith(b"\x89PNG")
+
+
 def test_hparams_entry(tb_dir: Path) -> None:
     content = _accumulator(tb_dir).PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])

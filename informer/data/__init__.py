@@ -28,6 +28,7 @@ from informer.data.frequency import (
     resolve_frequency,
     seasonal_period,
 )
+from informer.data.roles import Roles, resolve_roles
 from informer.data.scaling import apply_scaling, fit_train_scaler, invert_scaling, scaler_from_stats
 from informer.data.timefeatures import time_feature_dim, time_features
 from informer.data.validation import numeric_values, parse_timestamps, read_csv_frame, read_series_csv
@@ -36,6 +37,7 @@ __all__ = [
     "ETT_SHA256",
     "SPLITS",
     "DataBundle",
+    "Roles",
     "WindowDataset",
     "apply_scaling",
     "as_dataset_config",
@@ -60,6 +62,7 @@ __all__ = [
     "read_series_csv",
     "resolve_data_path",
     "resolve_frequency",
+    "resolve_roles",
     "scaler_from_stats",
     "seasonal_period",
     "sha256_file",

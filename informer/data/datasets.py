@@ -1,8 +1,10 @@
 """Chronological splits, sliding windows and the DataBundle handed to training and evaluation.
 
 The whole series is scaled once (statistics of the training rows only) into one float32 tensor
-``[N, C]`` and its time marks into one tensor ``[N, M]``; every window is a set of slices of those
-two tensors, so fetching a sample copies nothing and the DataLoader is never the bottleneck.
+``[N, C]`` and its time marks into one tensor ``[N, M + K]``: the M time features, then the K
+known-future covariates (:mod:`informer.data.roles`) scaled with their own training-split scaler. Every
+window is a set of slices of those two tensors, so fetching a sample copies nothing and the DataLoader
+is never the bottleneck, and the decoder's placeholder rows carry the future covariate values.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from informer.config import (
 )
 from informer.data.download import ensure_ett_file
 from informer.data.frequency import seasonal_period
+from informer.data.roles import Roles, check_role_lists, resolve_roles, role_columns
 from informer.data.scaling import ArrayT, column_stats, fit_train_scaler, invert_scaling
 from informer.data.timefeatures import time_features
 from informer.data.validation import read_series_csv
@@ -126,7 +129,8 @@ class DataBundle:
 
     ``train`` / ``val`` / ``test`` are :class:`WindowDataset` views of ``scaled``; ``borders`` gives
     each split's row range (val and test include their ``seq_len`` look-back). ``columns`` is the model
-    order with the target last, so forecasts are always the last ``c_out`` columns.
+    order, the past covariates then the targets (``roles``), so forecasts are always the last ``c_out``
+    columns. The known-future covariates are not among them: they are the last K columns of ``marks``.
     ``seasonal_period`` is the season length of the seasonal-naive baseline (see
     :func:`informer.data.frequency.seasonal_period`: dataset.seasonal_period, else one day of steps for
     sub-daily data, a week for daily, a year for weekly/monthly; capped to ``seq_len``).
@@ -134,9 +138,10 @@ class DataBundle:
 
     name: str
     source: Path
-    columns: list[str]  # model order: the target is last
+    columns: list[str]  # model order: past covariates, then the targets (the target is last)
     target: str
     features: str  # M | S | MS
+    roles: Roles
     freq: str
     date_column: str
     embed: str
@@ -148,8 +153,12 @@ class DataBundle:
     timestamps: pd.DatetimeIndex = field(repr=False)
     values: np.ndarray = field(repr=False)  # [N, C] unscaled, float64
     scaler: StandardScaler = field(repr=False)  # fitted on the train rows only
+    # the known-future columns' scaler (train rows only); None without known-future columns
+    covariate_scaler: StandardScaler | None = field(repr=False)
     scaled: torch.Tensor = field(repr=False)  # [N, C] float32, what the windows slice
-    marks: torch.Tensor = field(repr=False)  # [N, M] float32 (timeF) or int64 (fixed/learned)
+    # [N, M + K]: time features, then the K scaled known-future columns. float32, or without known-future
+    # columns int64 for embed fixed/learned (the calendar integers are exact in float32 too)
+    marks: torch.Tensor = field(repr=False)
     train: WindowDataset = field(repr=False)
     val: WindowDataset = field(repr=False)
     test: WindowDataset = field(repr=False)
@@ -160,7 +169,11 @@ class DataBundle:
 
     @property
     def c_out(self) -> int:
-        return feature_sizes(self.features, self.n_columns)[2]
+        return feature_sizes(self.features, self.n_columns, len(self.roles.targets))[2]
+
+    @property
+    def known_future(self) -> list[str]:
+        return list(self.roles.known_future)
 
     @functools.cached_property
     def mase_scale(self) -> np.ndarray:
@@ -176,7 +189,8 @@ class DataBundle:
 
     def model_config(self, spec: ModelSpec | Mapping[str, Any]) -> ModelConfig:
         """The model's full config: enc_in / dec_in / c_out and freq derived from this data."""
-        return derive_model_config(spec, self.features, self.n_columns, self.freq)
+        return derive_model_config(spec, self.features, self.n_columns, self.freq, n_targets=self.c_out,
+                                   n_known_future=len(self.roles.known_future))
 
     def inverse_transform(self, array: ArrayT, columns_slice: slice | None = None) -> ArrayT:
         """Map scaled values back to original units (numpy or torch; dtype and device kept).
@@ -189,6 +203,7 @@ class DataBundle:
 
     def checkpoint_data(self) -> dict[str, Any]:
         """The checkpoint's ``data`` section: plain types only, enough to forecast without the CSV."""
+        cov = self.covariate_scaler
         return {
             "columns": list(self.columns), "target": self.target, "features": self.features,
             "freq": self.freq, "date_column": self.date_column,
@@ -198,12 +213,20 @@ class DataBundle:
             "first_timestamp": self.timestamps[0].isoformat(),
             "source": str(self.source), "embed": self.embed, "seasonal_period": int(self.seasonal_period),
             "mase_scale": [float(v) for v in self.mase_scale],
+            # covariate roles (older checkpoints lack them: no covariates, targets = the last c_out columns)
+            "targets": list(self.roles.targets), "past_covariates": list(self.roles.past_covariates),
+            "known_future": list(self.roles.known_future),
+            "covariate_mean": [float(v) for v in cov.mean_] if cov is not None else [],
+            "covariate_scale": [float(v) for v in cov.scale_] if cov is not None else [],
         }
 
     def describe(self) -> str:
         counts = ", ".join(f"{s} {len(self.split(s))}" for s in SPLITS)
+        roles = (f" (targets {list(self.roles.targets)}, past covariates {list(self.roles.past_covariates)}, "
+                 f"known-future {self.known_future})" if self.known_future or self.roles.past_covariates
+                 else "")
         return (f"{self.name} ({self.source}): {len(self.timestamps)} rows x {self.n_columns} column(s) "
-                f"{self.columns} at {self.freq!r}, features={self.features}; windows: {counts}")
+                f"{self.columns} at {self.freq!r}, features={self.features}{roles}; windows: {counts}")
 
 
 def as_dataset_config(cfg: DatasetConfig | Mapping[str, Any] | Any) -> DatasetConfig:
@@ -219,8 +242,9 @@ def as_dataset_config(cfg: DatasetConfig | Mapping[str, Any] | Any) -> DatasetCo
     unknown = sorted(set(values) - known)
     if unknown:
         raise UserError(f"unknown dataset field(s) {unknown}; known fields: {sorted(known)}")
-    if values.get("columns") is not None:
-        values["columns"] = [str(c) for c in values["columns"]]
+    for name in ("columns", "known_future", "past_covariates", "targets"):
+        if values.get(name) is not None:
+            values[name] = [str(c) for c in values[name]]
     return DatasetConfig(**values)
 
 
@@ -252,6 +276,7 @@ def _check_options(cfg: DatasetConfig, seq_len: int, label_len: int, pred_len: i
         raise UserError(f"dataset.features must be one of {list(FEATURE_MODES)}, got {cfg.features!r}")
     if embed not in EMBED_KINDS:
         raise UserError(f"model.embed must be one of {list(EMBED_KINDS)}, got {embed!r}")
+    check_role_lists(cfg.features, cfg.target, cfg.targets, cfg.past_covariates, cfg.known_future)
     if seq_len <= 0 or pred_len <= 0 or not 0 <= label_len <= seq_len:
         raise UserError(f"need seq_len > 0, pred_len > 0 and 0 <= label_len <= seq_len; got "
                         f"model.seq_len={seq_len}, model.label_len={label_len}, model.pred_len={pred_len}")
@@ -286,10 +311,17 @@ def load_data_bundle(dataset_cfg: DatasetConfig | Mapping[str, Any], data_dir: s
     cfg = as_dataset_config(dataset_cfg)
     _check_options(cfg, seq_len, label_len, pred_len, embed)
     source = resolve_data_path(cfg, data_dir, download=download, progress=progress)
-    # S reads (and so validates) only the target; M and MS use dataset.columns or every value column
-    wanted = [cfg.target] if cfg.features == "S" else cfg.columns
-    frame, freq = read_series_csv(source, cfg.date_column, cfg.freq, wanted, cfg.target)
-    columns = model_columns(list(frame.columns), cfg.target, cfg.features)
+    # S reads (and so validates) only the target; M and MS use dataset.columns or every value column;
+    # every column named in a role is read too
+    named = role_columns(cfg.targets, cfg.past_covariates, cfg.known_future)
+    target = cfg.target if cfg.targets is None else None
+    wanted = ([target] if target else []) if cfg.features == "S" else cfg.columns
+    frame, freq = read_series_csv(source, cfg.date_column, cfg.freq, wanted, target, named)
+    found = list(frame.columns)
+    pool = found if wanted is None else [c for c in found if c in set(wanted) | {cfg.target}]
+    roles = resolve_roles(cfg.features, cfg.target, cfg.targets, cfg.past_covariates, cfg.known_future,
+                          pool, found, str(source))
+    columns = roles.columns
     values = frame[columns].to_numpy(dtype=np.float64)  # [N, C]
     n_rows = values.shape[0]
 
@@ -299,10 +331,17 @@ def load_data_bundle(dataset_cfg: DatasetConfig | Mapping[str, Any], data_dir: s
     scaler = fit_train_scaler(values, borders["train"])
     scaled = torch.from_numpy(np.ascontiguousarray(scaler.transform(values), dtype=np.float32))  # [N, C]
     marks = torch.from_numpy(np.ascontiguousarray(time_features(frame.index, freq, embed)))  # [N, M]
+    covariate_scaler = None
+    if roles.known_future:
+        known = frame[list(roles.known_future)].to_numpy(dtype=np.float64)  # [N, K]
+        covariate_scaler = fit_train_scaler(known, borders["train"])
+        known_scaled = torch.from_numpy(covariate_scaler.transform(known).astype(np.float32))  # [N, K]
+        marks = torch.cat([marks.float(), known_scaled], dim=1).contiguous()  # [N, M + K] float32
     splits = {name: WindowDataset(scaled, marks, start, end, seq_len, label_len, pred_len, name)
               for name, (start, end) in borders.items()}
     return DataBundle(
-        name=cfg.name, source=source, columns=columns, target=cfg.target, features=cfg.features, freq=freq,
+        name=cfg.name, source=source, columns=columns, target=roles.target, features=cfg.features,
+        roles=roles, covariate_scaler=covariate_scaler, freq=freq,
         date_column=cfg.date_column, embed=embed, seq_len=seq_len, label_len=label_len, pred_len=pred_len,
         borders=borders, seasonal_period=seasonal_period(freq, seq_len, cfg.seasonal_period),
         timestamps=frame.index, values=values, scaler=scaler, scaled=scaled, marks=marks, **splits,

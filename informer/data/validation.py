@@ -19,7 +19,7 @@ from __future__ import annotations
 import codecs
 import csv
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,24 +39,25 @@ TEXT_FIX = "value columns must hold numbers only"
 
 
 def read_series_csv(path: str | Path, date_column: str = "date", freq: str | None = None,
-                    columns: Sequence[str] | None = None,
-                    target: str | None = None) -> tuple[pd.DataFrame, str]:
+                    columns: Sequence[str] | None = None, target: str | None = None,
+                    roles: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, str]:
     """Read and validate a CSV of one regular multivariate time series.
 
     Returns ``(frame, freq)``: ``frame`` is indexed by the parsed timestamps (named ``date_column``)
     and holds only numeric value columns, float64, in file order: ``columns`` (plus ``target`` when it
     is not among them) if given, else every column but the date (columns whose cells are all text or
-    all empty are then dropped with a warning). ``freq`` is the given pandas alias, normalised, or the
-    one inferred from the timestamps. Any problem raises :class:`DataError`.
+    all empty are then dropped with a warning), plus the columns ``roles`` names (column -> the config
+    field that lists it, e.g. ``dataset.known_future``; each must exist). ``freq`` is the given pandas
+    alias, normalised, or the one inferred from the timestamps. Any problem raises :class:`DataError`.
     """
     path = Path(path)
     frame = read_csv_frame(path)
-    wanted = _select_columns(frame, path, date_column, columns, target)
+    wanted = _select_columns(frame, path, date_column, columns, target, roles or {})
     index = parse_timestamps(frame[date_column], path, date_column)
     check_order(index, path)
     freq, inferred = resolve_frequency(index, freq, path)
     check_regular(index, freq, path, inferred=inferred)
-    explicit = set(columns or ()) | ({target} if target else set())
+    explicit = set(columns or ()) | ({target} if target else set()) | set(roles or ())
     names = _value_columns(frame, wanted, path, explicit)
     values = numeric_values(frame[names], path,
                             text_fix=f"{TEXT_FIX} (or leave the column out with dataset.columns)")
@@ -137,7 +138,8 @@ def _header(path: Path) -> list[str]:
 
 
 def _select_columns(frame: pd.DataFrame, path: Path, date_column: str,
-                    columns: Sequence[str] | None, target: str | None) -> list[str]:
+                    columns: Sequence[str] | None, target: str | None, roles: Mapping[str, str]
+                    ) -> list[str]:
     found = list(frame.columns)
     if date_column not in found:
         raise DataError(f"{path} has no date column {date_column!r}; columns found: {found}. "
@@ -145,6 +147,14 @@ def _select_columns(frame: pd.DataFrame, path: Path, date_column: str,
     if target is not None and target not in found:
         raise DataError(f"{path} has no target column {target!r}; columns found: {found}. "
                         "Set dataset.target to one of the value columns")
+    absent = [(name, fieldname) for name, fieldname in roles.items() if name not in found]
+    if absent:
+        detail = ", ".join(f"{name!r} (listed in {fieldname})" for name, fieldname in absent)
+        raise DataError(f"{path} has no column {detail}; columns found: {found}. "
+                        "List only columns of the file")
+    if date_column in roles:
+        raise DataError(f"{roles[date_column]} lists the date column {date_column!r}; "
+                        "list only value columns")
     if columns is not None:
         missing = [name for name in columns if name not in found]
         if missing:
@@ -153,7 +163,7 @@ def _select_columns(frame: pd.DataFrame, path: Path, date_column: str,
         if date_column in columns:
             raise DataError(f"dataset.columns lists the date column {date_column!r}; "
                             f"list only value columns of {path}")
-        wanted = set(columns) | ({target} if target else set())
+        wanted = set(columns) | ({target} if target else set()) | set(roles)
     else:
         wanted = set(found) - {date_column}
     selected = [name for name in found if name in wanted and name != date_column]

@@ -15,15 +15,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from informer.forecast.api import Forecaster, ForecastResult, forecast_latency
+    from informer.forecast.api import Forecaster, ForecastResult
     from informer.forecast.backtest import Backtest, long_frame, run_backtest
     from informer.forecast.bands import ForecastBands
     from informer.forecast.io import TRUE_SUFFIX, SeriesTable
+    from informer.forecast.latency import forecast_latency
     from informer.forecast.plot import ForecastWindow, plot_forecast_windows, render_forecast_png
     from informer.forecast.skill import LowSkillWarning
 
 _WHERE = {
-    "Forecaster": "api", "ForecastResult": "api", "forecast_latency": "api",
+    "Forecaster": "api", "ForecastResult": "api", "forecast_latency": "latency",
     "Backtest": "backtest", "long_frame": "backtest", "run_backtest": "backtest", "ForecastBands": "bands",
     "TRUE_SUFFIX": "io", "SeriesTable": "io",
     "ForecastWindow": "plot", "plot_forecast_windows": "plot", "render_forecast_png": "plot",

@@ -15,6 +15,11 @@ The look-back window is scaled with the training scaler stored in the checkpoint
 the input), the decoder gets the last ``label_len`` known steps then ``pred_len`` zeros, and its time
 marks come from the real future timestamps, so the forecast continues the calendar.
 
+A model trained with known-future covariates (``dataset.known_future``) reads them beside the time
+marks for the look-back window and the ``pred_len`` steps after the origin: its input holds the history
+plus those future rows (known-future columns filled, target columns empty; :mod:`informer.forecast.io`).
+With ``as_of`` the horizon's known-future values are read from the data.
+
 A checkpoint whose recorded validation MSE is not better than seasonal naive's (skill <= 0, see
 :mod:`informer.forecast.skill`) makes :meth:`Forecaster.predict` issue a one-line
 :class:`~informer.forecast.skill.LowSkillWarning` through :func:`warnings.warn`.
@@ -24,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,7 +44,15 @@ from informer.data.frequency import future_timestamps, seasonal_period
 from informer.data.timefeatures import time_features
 from informer.errors import CheckpointError, DataError
 from informer.forecast.bands import ForecastBands, forecast_bands, interval_suffixes, quantile_suffix
-from informer.forecast.io import TRUE_SUFFIX, SeriesTable, known_values, locate_origin, look_back, read_table
+from informer.forecast.io import (
+    TRUE_SUFFIX,
+    SeriesTable,
+    known_future_inputs,
+    known_values,
+    locate_origin,
+    look_back,
+    read_table,
+)
 from informer.forecast.skill import LowSkillWarning, low_skill_note, validation_skill
 from informer.intervals import check_calibration, missing_calibration_note
 
@@ -87,6 +99,10 @@ class Forecaster:
         self._mean = np.asarray(data["scaler_mean"], dtype=np.float64)  # [C]
         self._scale = np.asarray(data["scaler_scale"], dtype=np.float64)  # [C]
         self._c_out = int(cfg["c_out"])
+        # covariate roles; older checkpoints have none
+        self._known_future: list[str] = [str(c) for c in data.get("known_future") or []]
+        self._cov_mean = np.asarray(data.get("covariate_mean") or [], dtype=np.float64)  # [K]
+        self._cov_scale = np.asarray(data.get("covariate_scale") or [], dtype=np.float64)  # [K]
         self._seasonal_period = data.get("seasonal_period")  # older checkpoints lack these two
         self._mase_scale = data.get("mase_scale")
         self.validation_skill: float | None = validation_skill(payload)  # None: not recorded
@@ -135,6 +151,11 @@ class Forecaster:
         return self._columns[-self._c_out:]
 
     @property
+    def known_future(self) -> list[str]:
+        """The known-future covariate columns: read for the history and the ``pred_len`` future rows."""
+        return list(self._known_future)
+
+    @property
     def target(self) -> str:
         return self._target
 
@@ -176,9 +197,10 @@ class Forecaster:
         return self._mean.copy(), self._scale.copy()
 
     def __repr__(self) -> str:
+        known = f", known_future={self.known_future}" if self._known_future else ""
         return (f"Forecaster({self.path}, features={self.features}, target={self.target!r}, "
                 f"freq={self.freq!r}, seq_len={self.seq_len}, pred_len={self.pred_len}, "
-                f"columns={self.columns})")
+                f"columns={self.columns}{known})")
 
     # -- input -----------------------------------------------------------------------------------
     def default_input(self) -> Path:
@@ -195,13 +217,26 @@ class Forecaster:
 
     def table(self, data: pd.DataFrame | str | os.PathLike[str]) -> SeriesTable:
         """Validate an input (a DataFrame, or a CSV path) against the trained schema."""
-        return read_table(data, self._columns, self._date_column)
+        return read_table(data, self._columns, self._date_column, self._known_future)
+
+    def locate(self, table: SeriesTable, as_of: str | pd.Timestamp | None = None) -> int:
+        """Row position just past the forecast origin: ``as_of``'s row, else the last row (with known-future
+        covariates: the last row before the future rows)."""
+        return locate_origin(table, as_of, self.seq_len, future_rows=bool(self._known_future))
+
+    def known_inputs(self, table: SeriesTable, end: int, as_of: bool) -> np.ndarray | None:
+        """Raw known-future values ``[seq_len + pred_len, K]`` for the window ending at row ``end`` and the
+        steps after it; None for a model without known-future covariates."""
+        if not self._known_future:
+            return None
+        return known_future_inputs(table, end - self.seq_len, end, self.pred_len, self._freq, as_of)
 
     # -- forecasting -----------------------------------------------------------------------------
     def predict(self, data: pd.DataFrame | str | os.PathLike[str], as_of: str | pd.Timestamp | None = None
                 ) -> pd.DataFrame:
         """Forecast the ``pred_len`` steps after the data ends (or after ``as_of``, inclusive).
 
+        With known-future covariates the input also holds the ``pred_len`` future rows (module docstring).
         Returns a DataFrame indexed by the future timestamps (index name: the date column), one column
         per forecast variable in original units, then the interval and quantile columns (module
         docstring); with ``as_of``, also ``<name>_true`` columns holding
@@ -219,13 +254,14 @@ class Forecaster:
 
     def run(self, table: SeriesTable, as_of: str | pd.Timestamp | None = None,
             history_steps: int | None = None) -> ForecastResult:
-        end = locate_origin(table, as_of, self.seq_len)
+        end = self.locate(table, as_of)
         start = end - self.seq_len
         window = look_back(table, start, end, self._freq)  # [seq_len, C]
         window_ts = table.timestamps[start:end]
         origin = window_ts[-1]
         future = future_timestamps(origin, self._freq, self.pred_len)
-        bands = self.forecast_bands(window, window_ts, future)  # arrays [1, pred_len, c_out]
+        known = self.known_inputs(table, end, as_of is not None)  # [seq_len + pred_len, K] or None
+        bands = self.forecast_bands(window, window_ts, future, known)  # arrays [1, pred_len, c_out]
 
         names = self.output_columns
         index = pd.DatetimeIndex(future, name=self._date_column)
@@ -269,21 +305,37 @@ class Forecaster:
         return known.reindex(pd.DatetimeIndex(future, name=self._date_column))
 
     def forecast_window(self, window: np.ndarray, window_ts: pd.DatetimeIndex,
-                        future: pd.DatetimeIndex) -> np.ndarray:
+                        future: pd.DatetimeIndex, known: np.ndarray | None = None) -> np.ndarray:
         """Raw-unit window ``[seq_len, C]`` -> raw-unit point forecast ``[pred_len, c_out]``."""
-        return self.forecast_bands(window, window_ts, future).point[0]
+        return self.forecast_bands(window, window_ts, future, known).point[0]
 
     def forecast_bands(self, window: np.ndarray, window_ts: pd.DatetimeIndex,
-                       future: pd.DatetimeIndex) -> ForecastBands:
-        """Raw-unit window ``[seq_len, C]`` -> one forecast's bands, arrays ``[1, pred_len, c_out]``."""
+                       future: pd.DatetimeIndex, known: np.ndarray | None = None) -> ForecastBands:
+        """Raw-unit window ``[seq_len, C]`` -> one forecast's bands, arrays ``[1, pred_len, c_out]``.
+
+        ``known``: the raw known-future values ``[seq_len + pred_len, K]`` of the window's rows and the
+        forecast steps (needed, and only read, when the model has known-future covariates)."""
         dec_ts = window_ts[len(window_ts) - self.label_len:].append(future)
         x_enc = torch.as_tensor(self.scale(window), dtype=torch.float32).unsqueeze(0)  # [1, L, C]
-        output = self.model_output(x_enc, self._marks(window_ts), self._marks(dec_ts))
+        enc_known = dec_known = None
+        if self._known_future:
+            want = (self.seq_len + self.pred_len, len(self._known_future))
+            if known is None or known.shape != want:
+                raise ValueError(f"known must be {list(want)} raw values of {self._known_future} (seq_len + "
+                                 f"pred_len rows), got {None if known is None else known.shape}")
+            scaled_known = self.scale_known(known)  # [seq_len + pred_len, K]
+            enc_known = scaled_known[:self.seq_len]  # [seq_len, K]
+            dec_known = scaled_known[self.seq_len - self.label_len:]  # [label_len + pred_len, K]
+        output = self.model_output(x_enc, self._marks(window_ts, enc_known), self._marks(dec_ts, dec_known))
         return self.bands(output)
 
     def scale(self, values: np.ndarray) -> np.ndarray:
         """Raw ``[..., C]`` model columns -> scaled with the training scaler (never refitted)."""
         return (values - self._mean) / self._scale
+
+    def scale_known(self, values: np.ndarray) -> np.ndarray:
+        """Raw ``[..., K]`` known-future columns -> scaled with their training scaler (never refitted)."""
+        return (values - self._cov_mean) / self._cov_scale
 
     @torch.inference_mode()
     def model_output(self, x_enc: torch.Tensor, x_mark_enc: torch.Tensor, x_mark_dec: torch.Tensor
@@ -303,9 +355,20 @@ class Forecaster:
         return forecast_bands(output, self.quantiles, self.calibration, self._mean[-self._c_out:],
                               self._scale[-self._c_out:])
 
-    def _marks(self, index: pd.DatetimeIndex) -> torch.Tensor:
-        marks = time_features(index, self._freq, self._embed)  # [L, M] float32 (timeF) or int64
-        return torch.as_tensor(marks, device=self.device).unsqueeze(0)
+    def time_marks(self, index: pd.DatetimeIndex, known_scaled: np.ndarray | None = None) -> torch.Tensor:
+        """``[L, M]`` time features of ``index`` (float32 for timeF, int64 for fixed/learned), then with
+        known-future covariates their scaled values ``[L, K]``: ``[L, M + K]`` float32, as in training."""
+        marks = torch.as_tensor(time_features(index, self._freq, self._embed))  # [L, M]
+        if not self._known_future:
+            return marks
+        if known_scaled is None:
+            raise ValueError(f"the model reads the known-future columns {self._known_future}: "
+                             "pass their values")
+        known = torch.as_tensor(known_scaled, dtype=torch.float32)  # [L, K]
+        return torch.cat([marks.float(), known], dim=-1)  # [L, M + K]
+
+    def _marks(self, index: pd.DatetimeIndex, known_scaled: np.ndarray | None = None) -> torch.Tensor:
+        return self.time_marks(index, known_scaled).to(self.device).unsqueeze(0)  # [1, L, M (+ K)]
 
 
 def _checked_data_section(payload: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -328,45 +391,12 @@ def _checked_data_section(payload: dict[str, Any], path: Path) -> dict[str, Any]
         )
     if str(data["columns"][-1]) != str(data["target"]):
         raise CheckpointError(f"{path} is inconsistent: the target {data['target']!r} is not the last column")
+    known = data.get("known_future") or []
+    n_known = int(cfg.get("n_known_future", 0))
+    if not (len(known) == n_known == len(data.get("covariate_mean") or [])
+            == len(data.get("covariate_scale") or [])):
+        listed = ", ".join(map(str, known))
+        raise CheckpointError(f"{path} is inconsistent: the model reads {n_known} known-future covariate(s) "
+                              f"but the data section lists {len(known)} ({listed}) with "
+                              f"{len(data.get('covariate_mean') or [])} scaler values")
     return data
-
-
-def forecast_latency(checkpoint: str | os.PathLike[str], input_csv: str | os.PathLike[str],
-                     repeats: int = 20, device: str = "cpu") -> dict[str, Any]:
-    """In-process timings: load once, read once, then ``repeats`` forecasts of the same input.
-
-    ``predict_ms_*`` is a full ``Forecaster.run`` on an already-read table (window checks, scaling,
-    time marks, model, frame); ``model_ms_*`` is the network's forward pass alone.
-    """
-    t0 = time.perf_counter()
-    fc = Forecaster.from_checkpoint(checkpoint, device=device)
-    t1 = time.perf_counter()
-    table = fc.table(input_csv)
-    t2 = time.perf_counter()
-    fc.run(table)  # warm-up: the first calls allocate and pick kernels
-    predict_ms, model_ms = [], []
-    end = len(table.timestamps)
-    window = look_back(table, end - fc.seq_len, end, fc.freq)
-    window_ts = table.timestamps[end - fc.seq_len:end]
-    future = future_timestamps(window_ts[-1], fc.freq, fc.pred_len)
-    for _ in range(max(1, repeats)):
-        a = time.perf_counter()
-        fc.run(table)
-        b = time.perf_counter()
-        fc.forecast_window(window, window_ts, future)
-        if fc.device.type == "cuda":
-            torch.cuda.synchronize()
-        c = time.perf_counter()
-        predict_ms.append((b - a) * 1e3)
-        model_ms.append((c - b) * 1e3)
-    return {
-        "load_s": t1 - t0,
-        "read_s": t2 - t1,
-        "predict_ms_median": float(np.median(predict_ms)),
-        "predict_ms_min": float(np.min(predict_ms)),
-        "model_ms_median": float(np.median(model_ms)),
-        "model_ms_min": float(np.min(model_ms)),
-        "repeats": max(1, repeats),
-        "device": str(fc.device),
-        "threads": torch.get_num_threads(),
-    }

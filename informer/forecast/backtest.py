@@ -5,7 +5,9 @@ origin is the last row a forecast reads (as ``as_of`` of :meth:`Forecaster.predi
 ``seq_len`` rows ending there and it forecasts the ``pred_len`` steps after it. Everything comes from
 the checkpoint alone (model, training scaler, never refitted; calibration); the input only supplies
 the values. Forecasts run in batches: the rows read are checked, scaled and given time marks once, and
-each batch of windows is gathered from them by index.
+each batch of windows is gathered from them by index. A model with known-future covariates reads their
+actual values from the data for every window and its whole horizon (they travel with the time marks),
+so every origin's horizon must be in the data.
 
 Scoring reuses the evaluation code (:class:`~informer.metrics.ForecastScore`,
 :class:`~informer.metrics.ProbabilisticScore`, the naive baselines of :mod:`informer.training.evaluate`)
@@ -24,7 +26,6 @@ import pandas as pd
 import torch
 
 from informer.data.frequency import check_regular, future_timestamps
-from informer.data.timefeatures import time_features
 from informer.data.validation import numeric_values
 from informer.errors import UserError
 from informer.forecast.api import Forecaster
@@ -137,10 +138,11 @@ def check_levels(fc: Forecaster, levels: Sequence[float] | None) -> list[float]:
 
 
 def _series(fc: Forecaster, table: SeriesTable, first: int, last: int
-            ) -> tuple[pd.DatetimeIndex, np.ndarray]:
-    """The timeline the backtest reads and scores, ``[T]``, and its values ``[T, C]`` (raw; NaN where
-    the data has no value after the last origin). Rows up to the last origin must be regular and
-    complete: every forecast reads some of them."""
+            ) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray | None]:
+    """The timeline the backtest reads and scores, ``[T]``, its values ``[T, C]`` (raw; NaN where
+    the data has no value after the last origin) and, for a model with known-future covariates, their
+    raw values ``[T, K]`` (every one needed). Rows up to the last origin must be regular and complete:
+    every forecast reads some of them."""
     start = first - fc.seq_len + 1
     span = table.timestamps[start:last + 1]
     where = f"{table.where} (the rows the backtest forecasts read)"
@@ -152,7 +154,33 @@ def _series(fc: Forecaster, table: SeriesTable, first: int, last: int
     # matched by timestamp, so a gap after the last origin leaves NaN instead of shifting the truth
     after = pd.DataFrame(known_values(table, last + 1, stop), index=table.timestamps[last + 1:stop])
     after = after[~after.index.duplicated()].reindex(future)
-    return span.append(future), np.concatenate([observed, after.to_numpy(dtype=np.float64)])
+    values = np.concatenate([observed, after.to_numpy(dtype=np.float64)])  # [T, C]
+    return span.append(future), values, _known_series(fc, table, start, last, future)
+
+
+def _known_series(fc: Forecaster, table: SeriesTable, start: int, last: int, future: pd.DatetimeIndex
+                  ) -> np.ndarray | None:
+    """The known-future columns over the timeline, ``[T, K]`` raw; every value must be in the data."""
+    if not fc.known_future:
+        return None
+    names = ", ".join(fc.known_future)
+    where = f"{table.where} (known-future column(s) {names} over the rows the backtest forecasts read)"
+    observed = numeric_values(table.known.iloc[start:last + 1], where, first_row=start,  # [rows read, K]
+                              in_file=table.in_file, fix="fill it (e.g. interpolate) or choose a later start")
+    stop = min(len(table.timestamps), last + 1 + fc.pred_len)
+    after = pd.DataFrame(numeric_values(table.known.iloc[last + 1:stop], table.where, first_row=last + 1,
+                                        in_file=table.in_file, allow_missing=True),
+                         index=table.timestamps[last + 1:stop])  # [<= pred_len, K]
+    after = after[~after.index.duplicated()].reindex(future)
+    gaps = np.flatnonzero(~np.isfinite(after.to_numpy()).all(axis=1))
+    if gaps.size:
+        raise UserError(
+            f"{table.where} has no value of the known-future column(s) {names} at {future[int(gaps[0])]}, "
+            f"step {int(gaps[0]) + 1} of the horizon of the last origin ({table.timestamps[last]}): the "
+            "backtest reads the actual known-future values of every forecast step, so pick an end whose "
+            f"{fc.pred_len} steps lie in the data (or fill the values)"
+        )
+    return np.concatenate([observed, after.to_numpy(dtype=np.float64)])  # [T, K]
 
 
 def run_backtest(fc: Forecaster, table: SeriesTable, start: str | pd.Timestamp,
@@ -169,11 +197,12 @@ def run_backtest(fc: Forecaster, table: SeriesTable, start: str | pd.Timestamp,
         calibration = {**fc.calibration, "levels": levels,
                        "per_level": {k: fc.calibration["per_level"][k] for k in keys}}
     first, last = origin_rows(table, start, end, fc.seq_len, fc.pred_len)
-    timeline, values = _series(fc, table, first, last)  # [T], [T, C]
+    timeline, values, known = _series(fc, table, first, last)  # [T], [T, C], [T, K] or None
     seq_len, label_len, pred_len, c_out = fc.seq_len, fc.label_len, fc.pred_len, len(fc.output_columns)
     scaled = torch.as_tensor(fc.scale(values), dtype=torch.float64)  # [T, C]; NaN stays NaN
     inputs = scaled.float()
-    marks = torch.as_tensor(time_features(timeline, fc.freq, fc.embed))  # [T, M]
+    # [T, M], or [T, M + K] with the scaled known-future values (the same marks as training's)
+    marks = fc.time_marks(timeline, None if known is None else fc.scale_known(known))
     # position of each origin in the timeline (whose row 0 is first - seq_len + 1)
     positions = torch.arange(first, last + 1, stride) - (first - seq_len + 1)  # [N]
 

@@ -32,7 +32,9 @@ options:
   stride=STEPS      rows between consecutive origins (default 1: every row).
   input=PATH        CSV with the model's columns (as for scripts/forecast.py). Default: the training CSV
                     recorded in the checkpoint. The rows the forecasts read must be consecutive at the
-                    trained frequency, without missing values.
+                    trained frequency, without missing values. A model with known-future covariates
+                    (dataset.known_future) reads their actual values of every forecast step from it, so
+                    each origin's pred_len steps must lie in the data.
   output=DIR        folder for backtest.csv, metrics.json and backtest.png.
                     Default: backtest_<first origin>_<last origin> in the current directory.
   intervals=LEVELS  interval levels to report, among those the checkpoint is calibrated at

@@ -34,6 +34,13 @@ options:
                     appended. Default: the CSV the model was trained on (recorded in the checkpoint).
                     Its last seq_len rows (the look-back window) must be consecutive at the trained
                     frequency, without missing values.
+                    A model trained with known-future covariates (dataset.known_future) also reads
+                    those columns for the pred_len steps it forecasts: the CSV holds the history, then
+                    pred_len future rows (timestamps continuing at the trained frequency, the
+                    known-future columns filled, the target and past-covariate columns empty; later rows
+                    are ignored). The forecast starts after the last row with every target and
+                    past-covariate value; a value in those columns after it is refused (the origin
+                    would be ambiguous).
   output=PATH       forecast CSV: one row per future timestamp, one column per forecast variable (the
                     target for features S/MS, every column for M) in the data's original units,
                     then <name>_lo80, <name>_hi80, <name>_lo95, <name>_hi95 ... (the calibrated
@@ -47,7 +54,9 @@ options:
                     path with .png; none: no plot.
   as_of=TIMESTAMP   forecast from inside the data: the window is the seq_len rows ending at this row
                     (inclusive). Where the data has the following rows, the CSV and the plot also get
-                    <name>_true columns with them: a quick backtest. Default: the last row.
+                    <name>_true columns with them: a quick backtest. Known-future covariates of the
+                    pred_len steps are read from the data. Default: the last row (with known-future
+                    covariates: the last row before the future rows).
   overwrite=BOOL    replace existing output/plot files (default false: refuse before doing any work).
   device=NAME       cpu (default) or cuda.
 
@@ -178,7 +187,7 @@ def run_forecast(opts: ForecastOptions) -> tuple[Path, Path | None]:
         raise UserError(f"checkpoint {checkpoint} does not exist; pass the path of a best.pt or last.pt")
 
     from informer.forecast.api import Forecaster
-    from informer.forecast.io import TRUE_SUFFIX, locate_origin
+    from informer.forecast.io import TRUE_SUFFIX
 
     fc = Forecaster.from_checkpoint(checkpoint, device=opts.device)
     if fc.low_skill_note is not None:  # a caution, not an error: the forecast is still made
@@ -187,7 +196,7 @@ def run_forecast(opts: ForecastOptions) -> tuple[Path, Path | None]:
     table = fc.table(source)
     for note in table.notes:
         print(f"note: {note}", flush=True)
-    origin = table.timestamps[locate_origin(table, opts.as_of, fc.seq_len) - 1]
+    origin = table.timestamps[fc.locate(table, opts.as_of) - 1]
     named, png = _output_paths(opts, f"forecast_{origin_label(origin, fc.freq)}")
     csv = named if named is not None else Path(f"forecast_{origin_label(origin, fc.freq)}.csv")
     _check_paths(opts, csv, png, [checkpoint, source])

@@ -2,7 +2,10 @@
 
 ``x_mark`` layouts (see informer.data.timefeatures): ``embed='timeF'`` takes the float features
 ``[B, L, time_feature_dim(freq)]``; ``fixed`` and ``learned`` take the int64 calendar columns
-``[B, L, 5]`` (month, day, weekday, hour, minute), the minute column only for sub-hourly data.
+``[B, L, 5]`` (month, day, weekday, hour, minute), the minute column only for sub-hourly data. With
+``n_known_future = K > 0`` (known-future covariates, :mod:`informer.data.roles`) ``x_mark`` has K more
+columns at the end, the scaled covariate values, embedded by their own linear map; the calendar
+integers then arrive as float32 (exact) and are cast back.
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ class CalendarEmbedding(nn.Module):
 
 
 class DataEmbedding(nn.Module):
-    """Value + positional + temporal embedding, then dropout: ``[B, L, C] -> [B, L, d_model]``."""
+    """Value + positional + temporal (+ known-future covariate) embedding, then dropout:
+    ``[B, L, C] -> [B, L, d_model]``."""
 
     def __init__(self, c_in: int, cfg: ModelConfig) -> None:
         super().__init__()
@@ -111,8 +115,17 @@ class DataEmbedding(nn.Module):
             self.temporal_embedding: nn.Module = TimeFeatureEmbedding(cfg.d_model, cfg.freq)
         else:
             self.temporal_embedding = CalendarEmbedding(cfg.d_model, cfg.freq, learned=cfg.embed == "learned")
+        self.n_known_future = cfg.n_known_future
+        if self.n_known_future:  # no module (and no state-dict keys) without covariates: old checkpoints load
+            self.covariate_embedding = nn.Linear(self.n_known_future, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:
-        out = self.value_embedding(x) + self.position_embedding(x.shape[1]) + self.temporal_embedding(x_mark)
+        out = self.value_embedding(x) + self.position_embedding(x.shape[1])  # [B, L, d_model]
+        if self.n_known_future:
+            k = self.n_known_future
+            covariates = x_mark[..., -k:].to(self.covariate_embedding.weight.dtype)  # [B, L, K]
+            out = out + self.temporal_embedding(x_mark[..., :-k]) + self.covariate_embedding(covariates)
+        else:
+            out = out + self.temporal_embedding(x_mark)
         return self.dropout(out)  # [B, L, d_model]

@@ -78,6 +78,9 @@ def load_for_evaluation(checkpoint: str | Path, data_dir: str | None = None,
             and np.allclose(bundle.scaler.scale_, data["scaler_scale"], rtol=1e-9, atol=1e-12)):
         raise DataError(f"the training rows of {source} differ from those the checkpoint was trained on "
                         "(its scaler statistics do not match); evaluate on the original data file")
+    if bundle.known_future != list(data.get("known_future") or []):
+        raise DataError(f"{source} yields the known-future columns {bundle.known_future}, the checkpoint was "
+                        f"trained with {list(data.get('known_future') or [])}; use the run's dataset config")
     torch_device = resolve_device(device, field="device")
     model = build_model_from_checkpoint(payload, ckpt, torch_device)
     # the same precision as training's final evaluation

@@ -47,7 +47,7 @@ from informer.training.distributed import (
     sync_batch_norm,
     unwrap,
 )
-from informer.training.evaluate import METRIC_NOTES, evaluate_split, write_json
+from informer.training.evaluate import METRIC_NOTES, evaluate_split, forecast_figure, plot_indices, write_json
 from informer.training.loop import Callback, RunParts, Trainer, steps_per_epoch
 from informer.training.registry import headline, run_summary
 from informer.training.signals import StopRequest, TrainingInterrupted
@@ -196,7 +196,8 @@ def _train(app: TrainAppConfig, cfg: Any, out: Path, ctx: DistContext, run_log: 
         torch.set_num_threads(tr.threads)
     device = resolve_device(tr.device, ctx.local_rank)
     bundle = _load_data(app, ctx)
-    model_cfg = model_config(app.model, bundle.features, bundle.n_columns, bundle.freq)
+    model_cfg = model_config(app.model, bundle.features, bundle.n_columns, bundle.freq,
+                             n_targets=bundle.c_out, n_known_future=len(bundle.known_future))
     steps_per_epoch(tr, len(bundle.train), ctx.world_size)  # a batch larger than the data is refused now
 
     from informer.model import build_model
@@ -334,6 +335,12 @@ def _final_evaluation(parts: RunParts, state: TrainingState, stop: StopRequest) 
         check_stop()
         metrics[split] = evaluate_split(parts.model, parts.bundle, split, calibration=calibration,
                                         naive_calibration=naive_calibration, **evaluation)
+    if parts.dist.is_main:  # the best model's test forecasts, with the intervals just calibrated
+        figure = forecast_figure(parts.model, parts.bundle, "test",
+                                 plot_indices(len(parts.bundle.test), tr.plot_windows), device=parts.device,
+                                 autocast=autocast, calibration=calibration)
+        if figure is not None:
+            parts.writer.figure("test/forecast", figure, state.global_step)
     metrics["training"] = {
         "best_val_loss": state.best_val_loss, "best_epoch": state.best_epoch + 1, "epochs_run": state.epoch,
         "global_steps": state.global_step, "stopped_early": state.stopped_early,

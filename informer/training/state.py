@@ -188,8 +188,10 @@ def _check_same_run(path: Path, payload: dict[str, Any], model_cfg: ModelConfig,
         detail = ", ".join(f"model.{k}: {stored.get(k)!r} -> {wanted.get(k)!r}" for k in changed[:6])
         raise UserError(f"train.resume={path}: the model differs from the checkpoint's ({detail}); "
                         "resume with the same model settings or start a new run")
-    for key in ("columns", "target", "features", "freq"):
+    for key in ("columns", "target", "features", "freq", "known_future"):
         stored_value = payload.get("data", {}).get(key)
+        if key == "known_future":  # a last.pt written before covariate roles existed had none
+            stored_value = stored_value or []
         if stored_value != data.get(key):
             raise UserError(f"train.resume={path}: the data's {key} differs from the checkpoint's "
                             f"({stored_value!r} vs {data.get(key)!r}); use the same dataset")
