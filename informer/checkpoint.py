@@ -30,9 +30,12 @@ A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) so that
                        "levels": [0.8, 0.95],
                        "per_level": {"0.8": {"method": "split" | "cqr",
                                              "quantile_pair": None | [0.1, 0.9],
-                                             "margin": [pred_len][c_out] floats, scaled units}, ...}}
+                                             "margin": [pred_len][c_out] floats, scaled units}, ...},
+                       "baselines": {"naive_seasonal": {"0.8": margin [pred_len][c_out], ...},
+                                     "naive_last": {...}}}  (optional: absent before it existed)
                       split: [point - margin, point + margin]; cqr: [q_lo - margin, q_hi + margin] (the
-                      margin may be negative); inf where n is too small for the level
+                      margin may be negative); inf where n is too small for the level; baselines: the naive
+                      forecasts' split-conformal margins (informer.intervals.baseline_intervals)
 
 Model output: ``[B, pred_len, c_out]``, or ``[B, pred_len, c_out, Q]`` when ``model_config["quantiles"]``
 lists Q levels (a point model's weights keep the keys ``projection.weight`` / ``projection.bias``).

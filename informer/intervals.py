@@ -139,6 +139,25 @@ def predict_intervals(output: torch.Tensor, calibration: Mapping[str, Any]
     return intervals
 
 
+def baseline_margins(residuals: Mapping[str, torch.Tensor], levels: Sequence[float]
+                     ) -> dict[str, dict[str, list[list[float]]]]:
+    """Each baseline's signed validation residuals ``[n, P, C]`` -> ``{name: {level key: margin
+    [P][C]}}``: the split-conformal margins of its point forecast (the calibration's ``baselines``)."""
+    return {name: {level_key(level): conformal_margin(res.abs(), level).tolist() for level in levels}
+            for name, res in residuals.items()}
+
+
+def baseline_intervals(point: torch.Tensor, margins: Mapping[str, Any], levels: Sequence[float]
+                       ) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
+    """A baseline's point forecast ``[B, P, C]`` and its ``baselines[name]`` margins -> ``{level: (lo,
+    hi)}``, each ``[B, P, C]``."""
+    intervals = {}
+    for level in levels:
+        margin = torch.as_tensor(margins[level_key(level)], dtype=point.dtype, device=point.device)  # [P, C]
+        intervals[float(level)] = (point - margin, point + margin)
+    return intervals
+
+
 def interval_quantile_levels(levels: Iterable[float]) -> list[float]:
     """The quantile levels a point model's intervals stand for: (1 - L) / 2, 0.5 and (1 + L) / 2."""
     taus = {0.5} | {(1.0 - lv) / 2.0 for lv in levels} | {(1.0 + lv) / 2.0 for lv in levels}
@@ -214,6 +233,11 @@ def check_calibration(calibration: Any, pred_len: int, c_out: int,
         if entry["method"] == "cqr" and (quantiles is None or pair is None
                                          or any(float(q) not in [float(x) for x in quantiles] for q in pair)):
             raise ValueError(f"its level-{level} CQR pair {pair} is not among the model's quantiles")
+        for name, margins in (calibration.get("baselines") or {}).items():  # absent in older checkpoints
+            margin = margins.get(level_key(level)) if isinstance(margins, Mapping) else None
+            if margin is None or tuple(torch.as_tensor(margin).shape) != (pred_len, c_out):
+                raise ValueError(f"its {name} margins for level {level} are missing or not "
+                                 f"({pred_len}, {c_out})")
     return dict(calibration)
 
 

@@ -58,6 +58,28 @@ def test_backtest_at_stride_1_equals_the_evaluation(best: Path, ett_dir: Path, e
         np.testing.assert_allclose(got["model"]["intervals"][key]["coverage_per_step"],
                                    values["coverage_per_step"], atol=1e-3)
         assert got["model"]["intervals"][key]["width"] == pytest.approx(values["width"], rel=1e-5)
+        # seasonal naive's interval: the margins stored with the calibration are the evaluation's own
+        naive = expected["naive_seasonal"]["intervals"][key]
+        np.testing.assert_allclose(got["naive_seasonal"]["intervals"][key]["coverage_per_step"],
+                                   naive["coverage_per_step"], atol=1e-9)
+        assert got["naive_seasonal"]["intervals"][key]["width"] == pytest.approx(naive["width"], rel=1e-6)
+
+
+def test_naive_baseline_intervals_cover_their_own_calibration_split(best: Path, ett_dir: Path,
+                                                                    etth1_csv: Path) -> None:
+    """Both naive baselines' intervals come from their validation residuals (split conformal), so over
+    the validation windows themselves every step covers at least the nominal fraction per variable."""
+    start, end, _ = _split_origins(best, ett_dir, "val")
+    fc = Forecaster.from_checkpoint(best)
+    assert set(fc.calibration["baselines"]) == {"naive_seasonal", "naive_last"}
+    got = run_backtest(fc, fc.table(etth1_csv), start, end, stride=1).metrics
+    for name in ("naive_seasonal", "naive_last"):
+        for key, values in got[name]["intervals"].items():
+            assert min(values["coverage_per_step"]) >= float(key) - 1e-9, (name, key)
+            assert min(values["coverage_per_variable"]) >= float(key) - 1e-9, (name, key)
+    # the last value drifts further from the truth with every step, seasonal naive does not
+    last = got["naive_last"]["intervals"]["0.8"]["width"]
+    assert last > got["naive_seasonal"]["intervals"]["0.8"]["width"]
 
 
 def test_cli_writes_long_csv_metrics_and_png(best: Path, etth1_csv: Path, tmp_path: Path) -> None:

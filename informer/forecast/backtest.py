@@ -32,6 +32,7 @@ from informer.forecast.api import Forecaster
 from informer.forecast.bands import ForecastBands, interval_suffixes, quantile_suffix
 from informer.forecast.io import SeriesTable, known_values
 from informer.intervals import (
+    baseline_intervals,
     forecast_quantiles,
     level_key,
     point_forecast,
@@ -47,7 +48,8 @@ BACKTEST_NOTES = (
     "original: the data's units. per_step: mse/mae at each forecast step (scaled and original); skill = "
     "1 - mse / naive_seasonal's mse on the same windows (scaled). intervals: the checkpoint's conformal "
     "intervals (calibrated on its validation split); coverage = fraction of points with lo <= y <= hi. "
-    "The naive baselines are point forecasts only (their intervals need the validation split)."
+    "The naive baselines' intervals: their point forecast +- the split-conformal margin of their own "
+    "validation residuals, stored with the calibration (checkpoints calibrated before that have none)."
 )
 
 
@@ -253,6 +255,14 @@ class _Scores:
             keys = [level_key(lv) for lv in levels]
             self.probabilistic = ProbabilisticScore(self.pred_len, c_out, taus, keys, to_original, "cpu",
                                                     source)
+        # the naive baselines' intervals, when the calibration carries their margins
+        self.levels = list(levels)
+        baselines = (calibration or {}).get("baselines") or {}
+        self.baseline_margins = {name: baselines[name] for name in NAIVE_BASELINES if name in baselines}
+        self.baseline_intervals = {
+            name: ProbabilisticScore(self.pred_len, c_out, [], [level_key(lv) for lv in levels], to_original,
+                                     "cpu", "intervals")
+            for name in self.baseline_margins}
 
     def update(self, output: torch.Tensor, truth: torch.Tensor, x_enc: torch.Tensor) -> None:
         scored = torch.isfinite(truth).all(dim=2).all(dim=1)  # [B] origins with their whole horizon known
@@ -269,6 +279,9 @@ class _Scores:
             self.scores[name].update(pred, truth)
             for h, score in enumerate(self.per_step[name]):
                 score.update(pred[:, h:h + 1], truth[:, h:h + 1])
+            if name in self.baseline_intervals:
+                intervals = baseline_intervals(pred, self.baseline_margins[name], self.levels)
+                self.baseline_intervals[name].update(truth, None, intervals)
         if self.probabilistic is not None:
             found = forecast_quantiles(output, self.quantiles, self.calibration)
             intervals = predict_intervals(output, self.calibration) if self.calibration else {}
@@ -297,6 +310,9 @@ class _Scores:
                 result["model"]["intervals"] = {
                     key: {"method": self.calibration["per_level"][key]["method"], **values}
                     for key, values in prob["intervals"].items()}
+        for name, score in self.baseline_intervals.items():
+            result[name]["intervals"] = {key: {"method": "split", **values}
+                                         for key, values in score.summary()["intervals"].items()}
         result["skill"] = result["model"]["scaled"]["skill"]
         result["windows"] = self.scores["model"].scaled.count // (self.pred_len * self.c_out)
         result["seasonal_period"] = self.period

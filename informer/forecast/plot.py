@@ -138,7 +138,8 @@ def render_forecast_png(result: ForecastResult, title: str, max_panels: int = MA
 
 def render_backtest_png(metrics: dict[str, Any], title: str) -> bytes:
     """A backtest's figure: MSE (scaled) of the model and both naive baselines against the forecast
-    step, and, with intervals, each level's coverage against the step beside its nominal level."""
+    step, and, with intervals, each level's coverage against the step beside its nominal level (and
+    seasonal naive's, dotted, when the calibration holds its margins)."""
     intervals = metrics["model"].get("intervals", {})
     fig = Figure(figsize=(8.0, 6.0 if intervals else 3.2), layout="constrained")
     axes = fig.subplots(2 if intervals else 1, 1, squeeze=False, sharex=True)[:, 0]
@@ -154,6 +155,10 @@ def render_backtest_png(metrics: dict[str, Any], title: str) -> bytes:
         axes[1].plot(steps, values["coverage_per_step"], marker=".", color=color,
                      label=f"{float(key):.0%} interval")
         axes[1].axhline(float(key), color=color, linewidth=0.8, linestyle="--")
+        naive = metrics["naive_seasonal"].get("intervals", {}).get(key)
+        if naive is not None:  # seasonal naive's own interval at this level, when the checkpoint has it
+            axes[1].plot(steps, naive["coverage_per_step"], color=color, linestyle=":", linewidth=1.0,
+                         label=f"{float(key):.0%} seasonal naive")
     if intervals:
         axes[1].set_ylabel("coverage", fontsize=8)
         axes[1].legend(fontsize=7)

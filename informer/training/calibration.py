@@ -7,6 +7,10 @@ windows are sharded across processes as in :func:`~informer.training.evaluate.ev
 per-window scores gathered in window order, so every process fits the same calibration (a conformal
 quantile is an order statistic, not a sum).
 
+The model's calibration also carries ``baselines``: split-conformal margins of both naive baselines
+(seasonal naive and the last value) from their validation residuals, so that a backtest from the
+checkpoint alone can score their intervals too.
+
 Seasonal naive gets split-conformal intervals from its absolute residuals, and quantile forecasts from
 the empirical quantiles of its signed residuals at the levels the model is scored at (the model's
 quantiles, or its interval endpoints and 0.5), so that the CRPS and wQL of the two compare like with like.
@@ -22,6 +26,7 @@ from torch import nn
 
 from informer.data import DataBundle
 from informer.intervals import (
+    baseline_margins,
     conformity_scores,
     cqr_pair,
     empirical_quantiles,
@@ -60,7 +65,8 @@ def calibrate(model: nn.Module | None, bundle: DataBundle, levels: Sequence[floa
         net.eval()
     c_out, pred_len = bundle.c_out, bundle.pred_len
     model_scores: dict[Any, list[torch.Tensor]] = {pair: [] for pair in dict.fromkeys(pairs)}
-    residuals: list[torch.Tensor] = []
+    residuals: list[torch.Tensor] = []  # seasonal naive's y - forecast
+    last_residuals: list[torch.Tensor] = []  # the last value's
     shard = shard_range(len(dataset), dist_ctx.rank, dist_ctx.world_size)
     for batch in split_loader(dataset, shard, batch_size, num_workers):
         batch = tuple(t.to(device, non_blocking=True) for t in batch)
@@ -71,6 +77,7 @@ def calibrate(model: nn.Module | None, bundle: DataBundle, levels: Sequence[floa
                 model_scores[pair].append(scores)  # [B, pred_len, c_out]
         naive = seasonal_naive(batch[0], bundle.seasonal_period, pred_len, c_out)  # [B, pred_len, c_out]
         residuals.append(truth.double() - naive.double())
+        last_residuals.append(truth.double() - batch[0][:, -1:, -c_out:].double())  # [B, pred_len, c_out]
     if net is not None:
         net.train(was_training)
     empty = torch.zeros(0, pred_len, c_out, dtype=torch.float64, device=device)
@@ -79,6 +86,10 @@ def calibrate(model: nn.Module | None, bundle: DataBundle, levels: Sequence[floa
     signed = all_gather_rows(torch.cat(residuals) if residuals else empty)  # [n, pred_len, c_out]
     calibration = (fit_calibration(gathered, levels, quantiles, CALIBRATION_SPLIT)
                    if net is not None and levels else None)
+    if calibration is not None:  # the naive baselines' own intervals, for backtests from the checkpoint
+        last_signed = all_gather_rows(torch.cat(last_residuals) if last_residuals else empty)
+        calibration["baselines"] = baseline_margins({"naive_seasonal": signed, "naive_last": last_signed},
+                                                    levels)
     if taus is None:
         return calibration, None
     naive_calibration = fit_calibration({None: signed.abs()}, levels, None, CALIBRATION_SPLIT)
