@@ -28,14 +28,20 @@ A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) so that
                       {"version": 1, "split": "val", "n": <validation windows>,
                        "quantiles": the model's quantile levels, or None for a point model,
                        "levels": [0.8, 0.95],
-                       "per_level": {"0.8": {"method": "split" | "cqr",
+                       "per_level": {"0.8": {"method": "normalized" | "split" | "cqr",
                                              "quantile_pair": None | [0.1, 0.9],
                                              "margin": [pred_len][c_out] floats, scaled units}, ...},
                        "baselines": {"naive_seasonal": {"0.8": margin [pred_len][c_out], ...},
                                      "naive_last": {...}}}  (optional: absent before it existed)
+                      normalized (a point model's default, forecast.interval_method): point -+ margin x s,
+                      s = the look-back window's population std per forecast variable in scaled units,
+                      at least SCALE_FLOOR (informer.intervals.window_scale), so the margin is a multiple
+                      of s, not a value;
                       split: [point - margin, point + margin]; cqr: [q_lo - margin, q_hi + margin] (the
                       margin may be negative); inf where n is too small for the level; baselines: the naive
-                      forecasts' split-conformal margins (informer.intervals.baseline_intervals)
+                      forecasts' split-conformal margins (informer.intervals.baseline_intervals).
+                      Checkpoints calibrated before "normalized" existed hold "split" entries and forecast
+                      the intervals they always did
 
 Model output: ``[B, pred_len, c_out]``, or ``[B, pred_len, c_out, Q]`` when ``model_config["quantiles"]``
 lists Q levels (a point model's weights keep the keys ``projection.weight`` / ``projection.bias``).

@@ -33,6 +33,7 @@ LR_SCHEDULES = ("type1", "type2", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("bf16", "fp16")
 DEFAULT_INTERVALS = (0.8, 0.95)  # forecast.intervals: the calibrated interval levels of every run
+INTERVAL_METHODS = ("normalized", "split")  # forecast.interval_method (informer.intervals)
 PINBALL_LOSS = "pinball"  # the train.loss that quantile models (model.quantiles) are trained with
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -219,6 +220,11 @@ class ForecastConfig:
     # levels of the conformal intervals calibrated on the validation split after training and stored
     # in best.pt (each in (0, 1), e.g. 0.8 for an 80 % interval); [] calibrates none
     intervals: list[float] = field(default_factory=lambda: list(DEFAULT_INTERVALS))
+    # a point model's conformal intervals: normalized (forecast -+ margin x the look-back window's
+    # per-variable std: narrower after calm windows, wider after volatile ones) or split (forecast -+ a
+    # fixed margin per step and variable). Ignored by quantile models, which use CQR on their own
+    # quantiles (split conformal for levels without a quantile pair)
+    interval_method: str = "normalized"
 
 
 @dataclass
@@ -247,6 +253,9 @@ class EvaluateConfig:
     # fit the conformal intervals on the validation split and store them in the checkpoint (in place)
     calibrate: bool = False
     intervals: list[float] | None = None  # with calibrate=true: the levels (null: forecast.intervals)
+    # with calibrate=true: normalized | split (null: the run's forecast.interval_method, normalized for
+    # runs older than the option)
+    interval_method: str | None = None
 
 
 def feature_sizes(features: str, n_columns: int, n_targets: int | None = None) -> tuple[int, int, int]:
@@ -383,6 +392,7 @@ def check_train_config(app: TrainAppConfig, world_size: int = 1) -> None:
         check_probability_list("forecast.intervals", app.forecast.intervals)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    check_choice("forecast.interval_method", app.forecast.interval_method, INTERVAL_METHODS)
     if tr.batch_size % world_size:
         raise UserError(f"train.batch_size={tr.batch_size} is the global batch size and must be divisible by "
                         f"the number of processes ({world_size}); pick a multiple of {world_size}")

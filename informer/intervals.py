@@ -6,9 +6,10 @@ a point model's output is ``[B, pred_len, c_out]``, a quantile model's ``[B, pre
 
 * :func:`point_forecast` ``(output, quantiles) -> [B, pred_len, c_out]``: the output itself for a point
   model; for a quantile model the 0.5 quantile, or the mean of the quantiles when 0.5 is not a level.
-* :func:`predict_intervals` ``(output, calibration) -> {level: (lo, hi)}``, both ``[B, pred_len, c_out]``
-  with ``lo <= hi``. The scaler's scale is positive, so ``lo * scale + mean`` maps an interval to
-  original units unchanged in meaning.
+* :func:`predict_intervals` ``(output, calibration, scale) -> {level: (lo, hi)}``, both
+  ``[B, pred_len, c_out]`` with ``lo <= hi``; ``scale`` is :func:`window_scale` of the encoder input, needed
+  by a "normalized" calibration. The scaler's scale is positive, so ``lo * scale + mean`` maps an
+  interval to original units unchanged in meaning.
 
 A calibration (``payload["calibration"]`` of a checkpoint, see :mod:`informer.checkpoint`) is fitted on
 the validation split's windows by :func:`fit_calibration`:
@@ -17,6 +18,13 @@ the validation split's windows by :func:`fit_calibration`:
   the level-L margin is the k-th smallest of the n validation scores, k = ceil((n + 1) L) (the quantile
   at ceil((n + 1) L) / n, the finite-sample correction; infinite when k > n), and the interval is
   ``point -+ margin``;
+* normalized (locally adaptive) split conformal, a point model's default (``forecast.interval_method``):
+  the score is ``|y - point| / s`` with ``s`` = :func:`window_scale`, the per-channel spread of the
+  look-back window the model read, the margin the same order statistic of those scores, and the interval
+  ``point -+ margin * s``: wide after a volatile window, narrow after a calm one. The guarantee below is
+  the same (the score is still a function of one window); on ETTh1, whose validation months are more
+  volatile than its test months, split conformal's fixed margins over-cover the test split at 80 %
+  and the normalized ones track nominal;
 * CQR (Romano et al. 2019), for a quantile model with both levels (1 - L) / 2 and (1 + L) / 2: the score is
   ``max(q_lo - y, y - q_hi)`` and the interval ``[q_lo - margin, q_hi + margin]`` (the margin may be
   negative: the learned interval was too wide). Where a negative margin would cross the endpoints, the
@@ -35,8 +43,18 @@ from typing import Any
 
 import torch
 
+from informer.config import INTERVAL_METHODS
+
 CALIBRATION_VERSION = 1
-Pair = tuple[float, float] | None  # a CQR level's (lower, upper) quantile levels; None: split conformal
+Pair = tuple[float, float] | None  # a CQR level's (lower, upper) quantile levels; None: around the point
+# The smallest window spread normalized conformal uses, in scaled units (the training split's std is 1
+# per variable). A constant window has spread 0: its score |y - point| / 0 would be inf or NaN, and
+# after it the interval would shrink to the point. Near-constant windows are real: a stuck sensor, as
+# in ETTh1's LUFL and LULL, flat for a week of the validation months; floored at 1e-5 their huge scores
+# fill the top of the order statistic and those variables' 95 % intervals over-cover the test split
+# (98.8 % / 99.6 %; 96.1 % / 98.1 % at this floor). Every other ETTh1 96-step window is wider than 0.069,
+# so the floor changes nothing else there.
+SCALE_FLOOR = 0.02
 
 
 def level_key(level: float) -> str:
@@ -70,14 +88,25 @@ def cqr_pair(level: float, quantiles: Sequence[float] | None) -> Pair:
     return (float(found[0]), float(found[1])) if None not in found else None  # type: ignore[arg-type]
 
 
+def window_scale(x_enc: torch.Tensor, c_out: int) -> torch.Tensor:
+    """The spread normalized conformal divides by: ``x_enc [B, L, C]`` (scaled units, the forecast
+    variables last) -> ``[B, 1, c_out]``, the population std over time of each forecast variable in the
+    window the model reads (the statistic RevIN normalises by), floored at ``SCALE_FLOOR``."""
+    window = x_enc[:, :, -c_out:]  # [B, L, c_out]
+    return window.std(dim=1, correction=0, keepdim=True).clamp_min(SCALE_FLOOR)  # [B, 1, c_out]
+
+
 def conformity_scores(output: torch.Tensor, truth: torch.Tensor, quantiles: Sequence[float] | None,
-                      pairs: Iterable[Pair]) -> dict[Pair, torch.Tensor]:
-    """Per CQR pair (None: split conformal) the conformity score of every window, ``[B, P, C]`` float64."""
+                      pairs: Iterable[Pair], scale: torch.Tensor | None = None) -> dict[Pair, torch.Tensor]:
+    """Per CQR pair (None: around the point forecast) the conformity score of every window, ``[B, P, C]``
+    float64. With ``scale`` (:func:`window_scale`, ``[B, 1, C]``) the None scores are normalized:
+    ``|y - point| / scale``; without it, split conformal's ``|y - point|``."""
     truth = truth.double()
     scores: dict[Pair, torch.Tensor] = {}
     for pair in dict.fromkeys(pairs):
         if pair is None:
-            scores[pair] = (point_forecast(output, quantiles).double() - truth).abs()
+            residual = (point_forecast(output, quantiles).double() - truth).abs()  # [B, P, C]
+            scores[pair] = residual if scale is None else residual / scale.double()
         else:
             levels = [float(q) for q in quantiles or ()]
             lo = output[..., levels.index(pair[0])].double()  # [B, P, C]
@@ -99,15 +128,19 @@ def conformal_margin(scores: torch.Tensor, level: float) -> torch.Tensor:
 
 
 def fit_calibration(scores: Mapping[Pair, torch.Tensor], levels: Sequence[float],
-                    quantiles: Sequence[float] | None, split: str = "val") -> dict[str, Any]:
+                    quantiles: Sequence[float] | None, split: str = "val", method: str = "split"
+                    ) -> dict[str, Any]:
     """The calibration of ``levels`` from the scores of every window of ``split`` (``scores[pair]`` is
-    ``[n, P, C]``, from :func:`conformity_scores` with the pairs :func:`cqr_pair` gives)."""
+    ``[n, P, C]``, from :func:`conformity_scores` with the pairs :func:`cqr_pair` gives). ``method``
+    names the None scores: "split" (plain residuals) or "normalized" (divided by the window scale)."""
+    if method not in INTERVAL_METHODS:
+        raise ValueError(f"interval method {method!r} is not one of {', '.join(INTERVAL_METHODS)}")
     n = next(iter(scores.values())).shape[0] if scores else 0
     per_level = {}
     for level in levels:
         pair = cqr_pair(level, quantiles)
         per_level[level_key(level)] = {
-            "method": "split" if pair is None else "cqr",
+            "method": method if pair is None else "cqr",
             "quantile_pair": None if pair is None else list(pair),
             "margin": conformal_margin(scores[pair], level).tolist(),  # [P][C]
         }
@@ -116,9 +149,11 @@ def fit_calibration(scores: Mapping[Pair, torch.Tensor], levels: Sequence[float]
             "levels": [float(level) for level in levels], "per_level": per_level}
 
 
-def predict_intervals(output: torch.Tensor, calibration: Mapping[str, Any]
-                      ) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
-    """Model output (scaled) -> ``{level: (lo, hi)}``, each ``[B, P, C]`` in the output's dtype."""
+def predict_intervals(output: torch.Tensor, calibration: Mapping[str, Any],
+                      scale: torch.Tensor | None = None) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
+    """Model output (scaled) -> ``{level: (lo, hi)}``, each ``[B, P, C]`` in the output's dtype.
+    ``scale``: :func:`window_scale` of the windows the output forecasts from, ``[B, 1, C]``; read only by
+    normalized levels, which need it."""
     quantiles = calibration.get("quantiles")
     point = point_forecast(output, quantiles)  # [B, P, C]
     levels = [float(q) for q in quantiles or ()]
@@ -133,6 +168,12 @@ def predict_intervals(output: torch.Tensor, calibration: Mapping[str, Any]
             crossed = lo > hi  # a negative margin larger than half the learned width
             middle = (lo + hi) / 2
             lo, hi = torch.where(crossed, middle, lo), torch.where(crossed, middle, hi)
+        elif entry["method"] == "normalized":
+            if scale is None:
+                raise ValueError(f"the level-{level} intervals are normalized conformal: their margins are "
+                                 "multiples of the window's spread, so pass scale=window_scale(x_enc, c_out)")
+            width = margin * scale.to(point.device, point.dtype)  # [P, C] * [B, 1, C] -> [B, P, C]
+            lo, hi = point - width, point + width
         else:
             lo, hi = point - margin, point + margin
         intervals[float(level)] = (lo, hi)
@@ -173,17 +214,19 @@ def scored_quantiles(quantiles: Sequence[float] | None, levels: Sequence[float])
 
 
 def forecast_quantiles(output: torch.Tensor, quantiles: Sequence[float] | None,
-                       calibration: Mapping[str, Any] | None) -> tuple[list[float], torch.Tensor] | None:
+                       calibration: Mapping[str, Any] | None, scale: torch.Tensor | None = None
+                       ) -> tuple[list[float], torch.Tensor] | None:
     """The quantile forecasts the probabilistic metrics score, ``(levels, [B, P, C, K])``: a quantile
-    model's own; for a point model with a calibration, the endpoints of its split-conformal intervals
-    as the (1 -+ L) / 2 quantiles and the point forecast as the 0.5 quantile; None otherwise."""
+    model's own; for a point model with a calibration, the endpoints of its conformal intervals (``scale``
+    as in :func:`predict_intervals`) as the (1 -+ L) / 2 quantiles and the point forecast as the 0.5
+    quantile; None otherwise."""
     if quantiles is not None:
         _check_quantile_output(output, quantiles)
         return [float(q) for q in quantiles], output
     if calibration is None or not calibration["levels"]:
         return None
     values = {0.5: output}
-    for level, (lo, hi) in predict_intervals(output, calibration).items():
+    for level, (lo, hi) in predict_intervals(output, calibration, scale).items():
         values[round((1.0 - level) / 2.0, 12)], values[round((1.0 + level) / 2.0, 12)] = lo, hi
     taus = interval_quantile_levels(calibration["levels"])
     return taus, torch.stack([values[t] for t in taus], dim=-1)  # [B, P, C, K]
@@ -223,7 +266,7 @@ def check_calibration(calibration: Any, pred_len: int, c_out: int,
         raise ValueError(f"its calibration was fitted for quantiles {stored}, the model has {quantiles}")
     for level in calibration.get("levels", []):
         entry = calibration["per_level"].get(level_key(level))
-        if not isinstance(entry, Mapping) or entry.get("method") not in ("split", "cqr"):
+        if not isinstance(entry, Mapping) or entry.get("method") not in (*INTERVAL_METHODS, "cqr"):
             raise ValueError(f"its calibration lacks a valid entry for level {level}")
         shape = tuple(torch.as_tensor(entry.get("margin")).shape)
         if shape != (pred_len, c_out):

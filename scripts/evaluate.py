@@ -3,8 +3,9 @@
 
 Prints the metrics as JSON (and writes them to ``output=<file.json>`` when given). ``calibrate=true``
 first fits the conformal prediction intervals on the validation split and stores them in the checkpoint
-(in place; ``intervals=[0.8,0.95]`` picks the levels, default the run's ``forecast.intervals``): the way
-to add intervals to a checkpoint written before they existed.
+(in place; ``intervals=[0.8,0.95]`` picks the levels, default the run's ``forecast.intervals``;
+``interval_method=normalized|split`` a point model's method, default the run's
+``forecast.interval_method``): the way to add intervals to a checkpoint written before they existed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     intervals = None if cfg.intervals is None else list(OmegaConf.to_container(cfg.intervals))
     metrics = evaluate_checkpoint(cfg.checkpoint, split=cfg.split, data_dir=cfg.data_dir,
                                   batch_size=cfg.batch_size, device=cfg.device, calibrate=cfg.calibrate,
-                                  intervals=intervals)
+                                  intervals=intervals, interval_method=cfg.interval_method)
     if cfg.output:
         write_json(resolve_path(cfg.output), metrics)
     print(json.dumps(json_safe(metrics), indent=2))

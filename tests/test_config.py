@@ -165,6 +165,7 @@ def test_wrong_type_fails_at_composition(override: str) -> None:
     ("train.loss=quantile", "train.loss"), ("dataset.features=X", "dataset.features"),
     ("train.batch_size=0", "train.batch_size"), ("model.label_len=200", "model.label_len"),
     ("model.n_heads=3", "model.d_model"), ("train.limit_train_batches=0", "train.limit_train_batches"),
+    ("forecast.interval_method=adaptive", "forecast.interval_method"),
 ])
 def test_values_the_schema_cannot_catch_raise_user_error(override: str, field: str) -> None:
     with pytest.raises(UserError, match=field.replace(".", r"\.")):

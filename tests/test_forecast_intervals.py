@@ -59,10 +59,15 @@ def test_predict_returns_intervals_in_original_units(best: Path, etth1_csv: Path
     with pytest.warns(LowSkillWarning):  # the tiny model is worse than seasonal naive
         frame = fc.predict(etth1_csv, as_of="2018-01-01 00:00:00")
     _ordered(frame, fc.output_columns)
-    # the 80 % interval is the point forecast -+ the stored margin, mapped through the training scaler
+    # the 80 % interval is the point forecast -+ the stored margin times the look-back window's std
+    # (normalized conformal, the default), mapped through the training scaler
+    assert fc.calibration["per_level"]["0.8"]["method"] == "normalized"
     margin = np.asarray(fc.calibration["per_level"]["0.8"]["margin"])  # [P, C] scaled
-    _, scale = fc.scaler_stats()
-    np.testing.assert_allclose(frame["OT_hi80"] - frame["OT"], margin[:, -1] * scale[-1], rtol=1e-6)
+    mean, scale = fc.scaler_stats()
+    data = pd.read_csv(etth1_csv, parse_dates=["date"]).set_index("date")
+    window = data.loc[:frame.index[0] - pd.Timedelta(hours=1), "OT"].tail(fc.seq_len)  # what the model read
+    spread = np.std((window.to_numpy() - mean[-1]) / scale[-1])  # population std, scaled units
+    np.testing.assert_allclose(frame["OT_hi80"] - frame["OT"], margin[:, -1] * spread * scale[-1], rtol=1e-5)
     assert frame["OT_true"].notna().all()
 
 

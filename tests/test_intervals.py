@@ -187,7 +187,7 @@ def test_best_pt_carries_the_calibration_of_metrics_json(trained: tuple[Path, fl
     assert calibration == metrics["calibration"]
     assert calibration["levels"] == [0.8, 0.95] and calibration["quantiles"] is None
     assert calibration["n"] == metrics["val"]["windows"]
-    assert {v["method"] for v in calibration["per_level"].values()} == {"split"}
+    assert {v["method"] for v in calibration["per_level"].values()} == {"normalized"}  # the default
     assert np.asarray(calibration["per_level"]["0.8"]["margin"]).shape == (6, 7)
     test = metrics["test"]["model"]
     assert set(test["intervals"]) == {"0.8", "0.95"}
@@ -280,12 +280,42 @@ def test_calibrate_true_adds_the_calibration_and_keeps_the_rest(old_checkpoint: 
     assert load_checkpoint(path)["calibration"]["levels"] == [0.9]
 
 
+def test_a_split_calibration_still_forecasts_point_plus_minus_its_margin(old_checkpoint: tuple[Path, dict],
+                                                                        etth1_csv: Path) -> None:
+    """Every checkpoint calibrated before normalized intervals existed holds "split" entries: evaluating
+    and forecasting it keeps them, forecast -+ the stored margin, whatever the default method."""
+    from informer.forecast import Forecaster
+    from informer.forecast.skill import LowSkillWarning
+
+    path, _ = old_checkpoint
+    evaluate_checkpoint(path, split="val", calibrate=True, interval_method="split")
+    calibration = load_checkpoint(path)["calibration"]
+    assert {v["method"] for v in calibration["per_level"].values()} == {"split"}
+    result = evaluate_checkpoint(path, split="test")  # no recalibration: the stored split entries
+    assert {v["method"] for v in result["test"]["model"]["intervals"].values()} == {"split"}
+    assert result["calibration"] == calibration
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LowSkillWarning)
+        fc = Forecaster.from_checkpoint(path)
+        frame = fc.predict(etth1_csv)
+    scale = fc.scaler_stats()[1][-len(fc.output_columns):]  # [c_out]
+    for level, label in ((0.8, "80"), (0.95, "95")):
+        margin = np.asarray(calibration["per_level"][str(level)]["margin"]) * scale  # [P, c_out] original
+        for j, name in enumerate(fc.output_columns):
+            assert np.allclose(frame[f"{name}_hi{label}"] - frame[name], margin[:, j], rtol=1e-5)
+            assert np.allclose(frame[name] - frame[f"{name}_lo{label}"], margin[:, j], rtol=1e-5)
+
+
 def test_bad_calibration_requests_are_refused(old_checkpoint: tuple[Path, dict]) -> None:
     path, _ = old_checkpoint
     with pytest.raises(UserError, match=r"intervals must hold numbers strictly between 0 and 1"):
         evaluate_checkpoint(path, calibrate=True, intervals=[0.8, 1.5])
     with pytest.raises(UserError, match="needs calibrate=true"):
         evaluate_checkpoint(path, intervals=[0.8])
+    with pytest.raises(UserError, match="needs calibrate=true"):
+        evaluate_checkpoint(path, interval_method="split")
+    with pytest.raises(UserError, match="interval_method='cqr' is not supported; choose one of normalized"):
+        evaluate_checkpoint(path, calibrate=True, interval_method="cqr")
     script = run_script(EVALUATE_SCRIPT, [f"checkpoint={path}", "calibrate=true", "intervals=[0.0]"],
                         cwd=path.parent)
     assert script.returncode == 2 and "Traceback" not in script.stderr

@@ -327,7 +327,7 @@ class Forecaster:
             enc_known = scaled_known[:self.seq_len]  # [seq_len, K]
             dec_known = scaled_known[self.seq_len - self.label_len:]  # [label_len + pred_len, K]
         output = self.model_output(x_enc, self._marks(window_ts, enc_known), self._marks(dec_ts, dec_known))
-        return self.bands(output)
+        return self.bands(output, x_enc)
 
     def scale(self, values: np.ndarray) -> np.ndarray:
         """Raw ``[..., C]`` model columns -> scaled with the training scaler (never refitted)."""
@@ -350,10 +350,12 @@ class Forecaster:
             out = out[0]
         return out[:, -self.pred_len:].float().cpu()
 
-    def bands(self, output: torch.Tensor) -> ForecastBands:
-        """Scaled model output -> point, intervals (with a calibration) and quantiles in original units."""
+    def bands(self, output: torch.Tensor, x_enc: torch.Tensor | None = None) -> ForecastBands:
+        """Scaled model output -> point, intervals (with a calibration) and quantiles in original units.
+        ``x_enc``: the scaled windows ``[B, seq_len, C]`` the output came from, needed by normalized
+        intervals (their width follows each window's spread)."""
         return forecast_bands(output, self.quantiles, self.calibration, self._mean[-self._c_out:],
-                              self._scale[-self._c_out:])
+                              self._scale[-self._c_out:], x_enc)
 
     def time_marks(self, index: pd.DatetimeIndex, known_scaled: np.ndarray | None = None) -> torch.Tensor:
         """``[L, M]`` time features of ``index`` (float32 for timeF, int64 for fixed/learned), then with

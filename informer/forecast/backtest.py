@@ -38,6 +38,7 @@ from informer.intervals import (
     point_forecast,
     predict_intervals,
     scored_quantiles,
+    window_scale,
 )
 from informer.metrics import ForecastScore, ProbabilisticScore, inverse_scaler, skill_score
 from informer.training.evaluate import NAIVE_BASELINES, seasonal_naive
@@ -220,7 +221,7 @@ def run_backtest(fc: Forecaster, table: SeriesTable, start: str | pd.Timestamp,
         output = fc.model_output(x_enc, marks[batch[:, None] + enc_steps], marks[batch[:, None] + dec_steps])
         truth = scaled[batch[:, None] + out_steps, -c_out:]  # [B, P, c_out] float64, NaN where unknown
         scores.update(output, truth, x_enc)
-        parts.append(fc.bands(output))
+        parts.append(fc.bands(output, x_enc))
         truths.append(values[(batch[:, None] + out_steps).numpy(), -c_out:])  # [B, P, c_out] raw
     stamps = np.asarray(timeline.to_numpy())[positions.numpy()[:, None] + out_steps.numpy()]  # [N, P]
     metrics = scores.summary()
@@ -283,8 +284,9 @@ class _Scores:
                 intervals = baseline_intervals(pred, self.baseline_margins[name], self.levels)
                 self.baseline_intervals[name].update(truth, None, intervals)
         if self.probabilistic is not None:
-            found = forecast_quantiles(output, self.quantiles, self.calibration)
-            intervals = predict_intervals(output, self.calibration) if self.calibration else {}
+            spread = window_scale(x_enc, self.c_out)  # [B, 1, c_out]: normalized intervals scale by it
+            found = forecast_quantiles(output, self.quantiles, self.calibration, spread)
+            intervals = predict_intervals(output, self.calibration, spread) if self.calibration else {}
             self.probabilistic.update(truth, found[1] if found else None, intervals)
 
     def summary(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from informer.intervals import point_forecast, predict_intervals
+from informer.intervals import point_forecast, predict_intervals, window_scale
 
 
 @dataclass
@@ -42,17 +42,20 @@ def quantile_suffix(tau: float) -> str:
 
 
 def forecast_bands(output: torch.Tensor, quantiles: Sequence[float] | None,
-                   calibration: Mapping[str, Any] | None, mean: np.ndarray, scale: np.ndarray
-                   ) -> ForecastBands:
+                   calibration: Mapping[str, Any] | None, mean: np.ndarray, scale: np.ndarray,
+                   x_enc: torch.Tensor | None = None) -> ForecastBands:
     """Scaled model output -> :class:`ForecastBands`; ``mean``/``scale`` are the forecast variables'
-    scaler statistics ``[c_out]``. Intervals only with a calibration; quantiles only for quantile models."""
+    scaler statistics ``[c_out]``. Intervals only with a calibration; quantiles only for quantile models.
+    ``x_enc``: the scaled look-back windows ``[B, seq_len, C]`` the output forecasts from, which
+    normalized intervals scale by (:func:`informer.intervals.window_scale`)."""
 
     def original(values: torch.Tensor) -> np.ndarray:  # [B, P, C] scaled -> original, float64
         return values.double().cpu().numpy() * scale + mean
 
     bands = ForecastBands(point=original(point_forecast(output, quantiles)))
     if calibration is not None:
-        for level, (lo, hi) in predict_intervals(output, calibration).items():
+        spread = None if x_enc is None else window_scale(x_enc, output.shape[2])  # [B, 1, c_out]
+        for level, (lo, hi) in predict_intervals(output, calibration, spread).items():
             bands.intervals[float(level)] = (original(lo), original(hi))
     if quantiles is not None:
         for k, tau in enumerate(quantiles):

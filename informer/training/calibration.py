@@ -7,6 +7,10 @@ windows are sharded across processes as in :func:`~informer.training.evaluate.ev
 per-window scores gathered in window order, so every process fits the same calibration (a conformal
 quantile is an order statistic, not a sum).
 
+A point model's intervals are normalized conformal by default (``interval_method``): its scores are
+divided by :func:`informer.intervals.window_scale` of each window; a quantile model's are CQR whatever the
+method (split conformal for levels without a quantile pair).
+
 The model's calibration also carries ``baselines``: split-conformal margins of both naive baselines
 (seasonal naive and the last value) from their validation residuals, so that a backtest from the
 checkpoint alone can score their intervals too.
@@ -32,6 +36,7 @@ from informer.intervals import (
     empirical_quantiles,
     fit_calibration,
     scored_quantiles,
+    window_scale,
 )
 from informer.training.distributed import DistContext, all_gather_rows, shard_range, unwrap
 from informer.training.evaluate import forecast, model_quantiles, seasonal_naive, split_loader
@@ -42,8 +47,8 @@ CALIBRATION_SPLIT = "val"
 @torch.inference_mode()
 def calibrate(model: nn.Module | None, bundle: DataBundle, levels: Sequence[float], *, batch_size: int,
               device: torch.device, autocast: Callable[[], Any], dist_ctx: DistContext | None = None,
-              num_workers: int = 0, quantiles: Sequence[float] | None = None
-              ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+              num_workers: int = 0, quantiles: Sequence[float] | None = None,
+              interval_method: str = "normalized") -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """``(model calibration, seasonal-naive calibration)`` from every validation window.
 
     The model's is None without ``levels`` (nothing to calibrate) or without ``model`` (then only seasonal
@@ -51,11 +56,13 @@ def calibrate(model: nn.Module | None, bundle: DataBundle, levels: Sequence[floa
     quantiles). Seasonal naive's is None when there is nothing to score it at (a point model and no
     levels); it is a calibration (split conformal) plus ``residual_quantiles``: ``{"quantiles": [...],
     "values": [pred_len][c_out][K]}``, the empirical quantiles of ``y - naive`` added to its forecast.
+    ``interval_method``: a point model's, "normalized" or "split" (seasonal naive's is always split).
     """
     dist_ctx = dist_ctx or DistContext()
     levels = [float(level) for level in levels]
     if model is not None:
         quantiles = model_quantiles(model)
+    method = interval_method if quantiles is None else "split"  # quantile models: CQR, else split
     pairs = [cqr_pair(level, quantiles) for level in levels]
     taus = scored_quantiles(quantiles, levels)
     dataset = bundle.split(CALIBRATION_SPLIT)
@@ -73,7 +80,8 @@ def calibrate(model: nn.Module | None, bundle: DataBundle, levels: Sequence[floa
         truth = batch[2][:, -pred_len:, -c_out:]  # [B, pred_len, c_out]
         if net is not None and levels:
             output, truth = forecast(net, batch, bundle.label_len, pred_len, c_out, autocast)
-            for pair, scores in conformity_scores(output, truth, quantiles, model_scores).items():
+            scale = window_scale(batch[0], c_out) if method == "normalized" else None  # [B, 1, c_out]
+            for pair, scores in conformity_scores(output, truth, quantiles, model_scores, scale).items():
                 model_scores[pair].append(scores)  # [B, pred_len, c_out]
         naive = seasonal_naive(batch[0], bundle.seasonal_period, pred_len, c_out)  # [B, pred_len, c_out]
         residuals.append(truth.double() - naive.double())
@@ -84,7 +92,7 @@ def calibrate(model: nn.Module | None, bundle: DataBundle, levels: Sequence[floa
     gathered = {pair: all_gather_rows(torch.cat(parts) if parts else empty)
                 for pair, parts in model_scores.items()}  # [n, pred_len, c_out] each
     signed = all_gather_rows(torch.cat(residuals) if residuals else empty)  # [n, pred_len, c_out]
-    calibration = (fit_calibration(gathered, levels, quantiles, CALIBRATION_SPLIT)
+    calibration = (fit_calibration(gathered, levels, quantiles, CALIBRATION_SPLIT, method)
                    if net is not None and levels else None)
     if calibration is not None:  # the naive baselines' own intervals, for backtests from the checkpoint
         last_signed = all_gather_rows(torch.cat(last_residuals) if last_residuals else empty)

@@ -19,7 +19,14 @@ import torch
 from torch import nn
 
 from informer.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
-from informer.config import DEVICES, check_choice, check_probability_list, resolve_path, to_app_config
+from informer.config import (
+    DEVICES,
+    INTERVAL_METHODS,
+    check_choice,
+    check_probability_list,
+    resolve_path,
+    to_app_config,
+)
 from informer.data import SPLITS, DataBundle, load_data_bundle
 from informer.errors import CheckpointError, DataError, UserError
 from informer.intervals import check_calibration, missing_calibration_note
@@ -39,6 +46,7 @@ class LoadedCheckpoint:
     autocast: Any
     mase_scale: list[float] | None
     intervals: list[float]  # the run's forecast.intervals (the default for older checkpoints)
+    interval_method: str  # the run's forecast.interval_method (the default, normalized, for older ones)
 
 
 def _data_file(payload: dict[str, Any], dataset: dict[str, Any], data_dir: str | None, ckpt: Path) -> Path:
@@ -92,7 +100,7 @@ def load_for_evaluation(checkpoint: str | Path, data_dir: str | None = None,
         raise CheckpointError(f"{ckpt} is inconsistent: its data section's mase_scale does not hold one "
                               f"number per column ({len(bundle.columns)})")
     return LoadedCheckpoint(ckpt, payload, source, bundle, model, torch_device, autocast, mase_scale,
-                            list(app.forecast.intervals))
+                            list(app.forecast.intervals), app.forecast.interval_method)
 
 
 def stored_calibration(loaded: LoadedCheckpoint) -> dict[str, Any] | None:
@@ -109,9 +117,13 @@ def stored_calibration(loaded: LoadedCheckpoint) -> dict[str, Any] | None:
 
 
 def calibrate_checkpoint(loaded: LoadedCheckpoint, levels: list[float] | None = None,
-                         batch_size: int = 64) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                         batch_size: int = 64, interval_method: str | None = None
+                         ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Fit the calibration on the validation split and write it into the checkpoint file in place;
-    returns (calibration, seasonal naive's calibration)."""
+    returns (calibration, seasonal naive's calibration). ``interval_method``: a point model's, by
+    default the run's ``forecast.interval_method``."""
+    method = loaded.interval_method if interval_method is None else interval_method
+    check_choice("interval_method", method, INTERVAL_METHODS)
     try:
         levels = check_probability_list("intervals", loaded.intervals if levels is None else levels)
     except ValueError as exc:
@@ -119,7 +131,8 @@ def calibrate_checkpoint(loaded: LoadedCheckpoint, levels: list[float] | None = 
     if not levels:
         raise UserError("calibrate=true needs at least one interval level: pass intervals=[0.8,0.95]")
     calibration, naive = calibrate_on_validation(loaded.model, loaded.bundle, levels, batch_size=batch_size,
-                                                 device=loaded.device, autocast=loaded.autocast)
+                                                 device=loaded.device, autocast=loaded.autocast,
+                                                 interval_method=method)
     if calibration is None:  # unreachable with levels given; keeps the return type honest
         raise UserError("calibrate=true produced no calibration")
     # the loaded payload is written back as it was read, with the calibration added or replaced
@@ -130,19 +143,22 @@ def calibrate_checkpoint(loaded: LoadedCheckpoint, levels: list[float] | None = 
 
 def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", data_dir: str | None = None,
                         batch_size: int = 64, device: str = "auto", calibrate: bool = False,
-                        intervals: list[float] | None = None) -> dict[str, Any]:
+                        intervals: list[float] | None = None, interval_method: str | None = None
+                        ) -> dict[str, Any]:
     """Score a checkpoint on every window of one split: ``{split: metrics, "checkpoint": ...,
     "calibration": ..., ...}``; with ``calibrate`` first calibrate it in place at ``intervals``
-    (default: the run's ``forecast.intervals``). Without a calibration, ``calibration_note`` says how to
-    add one."""
+    (default: the run's ``forecast.intervals``) with ``interval_method`` (default: the run's
+    ``forecast.interval_method``). Without a calibration, ``calibration_note`` says how to add one."""
     check_choice("split", split, SPLITS)
     if batch_size <= 0:
         raise UserError(f"batch_size must be a positive integer, got {batch_size}")
     if intervals is not None and not calibrate:
         raise UserError("intervals=... chooses the levels to calibrate: it needs calibrate=true")
+    if interval_method is not None and not calibrate:
+        raise UserError("interval_method=... chooses how to calibrate: it needs calibrate=true")
     loaded = load_for_evaluation(checkpoint, data_dir, device)
     if calibrate:
-        calibration, naive = calibrate_checkpoint(loaded, intervals, batch_size)
+        calibration, naive = calibrate_checkpoint(loaded, intervals, batch_size, interval_method)
     else:
         calibration = stored_calibration(loaded)
         levels = calibration["levels"] if calibration is not None else []

@@ -31,6 +31,7 @@ from informer.intervals import (
     predict_intervals,
     residual_quantile_forecast,
     scored_quantiles,
+    window_scale,
 )
 from informer.metrics import ForecastScore, ProbabilisticScore, inverse_scaler, skill_score
 from informer.training.distributed import (
@@ -49,7 +50,9 @@ METRIC_NOTES = (
     "2|e| / (|y| + |y_hat|) without the points where both are 0 (a fraction in [0, 2]). MAPE and MSPE "
     "leave out points whose true value is exactly 0 (counted in zero_targets_excluded) and blow up near "
     "0; on scaled data they are not meaningful; prefer mase / wape / smape. intervals: conformal, "
-    "calibrated on the validation split (coverage on val is in-sample); coverage = fraction of points "
+    "calibrated on the validation split (method per level: normalized = forecast +- margin x the look-back "
+    "window's std per variable, split = forecast +- margin, cqr = the model's quantiles +- margin; "
+    "coverage on val is in-sample); coverage = fraction of points "
     "with lo <= y <= hi, width in original units. probabilistic: wql = gluonts' mean_wQuantileLoss "
     "(original units), crps = mean over levels of 2 x mean pinball loss (scaled), crps_skill = 1 - crps "
     "/ naive_seasonal's crps at the same levels; a point model's quantiles are its interval endpoints "
@@ -159,11 +162,12 @@ def evaluate_split(model: nn.Module, bundle: DataBundle, split: str, *, batch_si
         batch = tuple(t.to(device, non_blocking=True) for t in batch)
         output, truth = forecast(net, batch, label_len, pred_len, c_out, autocast)
         scores["model"].update(point_forecast(output, quantiles), truth)
-        if "model" in probabilistic:
-            found = forecast_quantiles(output, quantiles, calibration)
-            probabilistic["model"].update(truth, found[1] if found else None,
-                                          predict_intervals(output, calibration) if calibration else {})
         x_enc = batch[0]  # [B, seq_len, C]
+        if "model" in probabilistic:
+            spread = window_scale(x_enc, c_out)  # [B, 1, c_out]: normalized intervals scale by it
+            found = forecast_quantiles(output, quantiles, calibration, spread)
+            intervals = predict_intervals(output, calibration, spread) if calibration else {}
+            probabilistic["model"].update(truth, found[1] if found else None, intervals)
         if "naive_last" in scores:
             last = x_enc[:, -1:, -c_out:].expand(-1, pred_len, -1)  # [B, H, c_out]
             scores["naive_last"].update(last, truth)
@@ -260,7 +264,8 @@ def forecast_figure(model: nn.Module, bundle: DataBundle, split: str, indices: S
     quantiles = model_quantiles(net)
     pred = point_forecast(output, quantiles)  # [B, pred_len, c_out]
     if calibration is not None:
-        bands = predict_intervals(output, calibration)  # {level: ([B, P, c_out], [B, P, c_out])}
+        spread = window_scale(batch[0], bundle.c_out)  # [B, 1, c_out]
+        bands = predict_intervals(output, calibration, spread)  # {level: ([B, P, c_out], [B, P, c_out])}
     else:
         bands = quantile_bands(output, quantiles)
     net.train(was_training)

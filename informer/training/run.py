@@ -323,6 +323,7 @@ def _final_evaluation(parts: RunParts, state: TrainingState, stop: StopRequest) 
 
     check_stop()
     calibration, naive_calibration = calibrate(parts.model, parts.bundle, parts.app.forecast.intervals,
+                                               interval_method=parts.app.forecast.interval_method,
                                                **evaluation)
     # best.pt carries the intervals so that evaluation and forecasting need nothing else; it is rewritten
     # only when they change, so a resumed run that repeats this stage leaves the file as it was
