@@ -1,7 +1,9 @@
 """Mean ± std over seeds: a sweep's jobs grouped by their overrides other than the seed.
 
 ``python scripts/train.py -m train.seed=1,2,3 model.d_model=256,512`` trains each setting once per seed.
-The sweep summary then groups the jobs by every override except ``train.seed`` and gives, per setting,
+The sweep summary then groups the jobs by every override except ``train.seed`` and the execution-only
+keys of :data:`EXECUTION_KEYS` (how a job ran, not what it learned: one seed run with two threads and
+another with one, or resumed, are the same setting), and gives, per setting,
 the number n of completed jobs and the mean and sample standard deviation (n - 1 in the denominator) of
 each summary number (:func:`informer.training.registry.run_summary`) over them: summary_by_setting.csv,
 and a section of summary.md below the per-job table when some setting ran more than once. Jobs that
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 SEED_KEYS = ("train.seed",)
+EXECUTION_KEYS = ("train.threads", "train.num_workers", "train.resume", "train.checkpoint_every",
+                  "train.plot_windows", "train.eval_batch_size", "paths.data_dir")
 
 
 class Job(Protocol):
@@ -63,10 +67,12 @@ class Setting:
 
 
 def group_by_setting(rows: Sequence[Job]) -> list[Setting]:
-    """Jobs grouped by their non-seed overrides, in the order of each group's first job."""
+    """Jobs grouped by their overrides other than the seed and the execution-only keys, in the order of
+    each group's first job."""
     groups: dict[tuple[tuple[str, str], ...], Setting] = {}
     for row in rows:
-        overrides = {k: v for k, v in row.override_values().items() if k not in SEED_KEYS}
+        overrides = {k: v for k, v in row.override_values().items()
+                     if k not in SEED_KEYS and k not in EXECUTION_KEYS}
         key = tuple(sorted(overrides.items()))
         groups.setdefault(key, Setting(overrides)).jobs.append(row)
     return list(groups.values())
