@@ -166,9 +166,11 @@ def test_seed_summary_groups_by_the_other_overrides(tmp_path: Path) -> None:
     num = 0
     for d_model in ("8", "16"):
         for seed in ("1", "2", "3"):
-            overrides = [f"model.d_model={d_model}", f"train.seed={seed}", "dataset=ETTh1"]
-            if seed == "2":  # how a job ran does not split a setting
-                overrides += ["train.threads=2", "train.resume=runs/x/1"]
+            overrides = [f"model.d_model={d_model}", f"train.seed={seed}", "dataset=ETTh1",
+                         "train.learning_rate=5e-4", "model.mix=false"]
+            if seed == "2":  # how a job ran does not split a setting, nor how a value is spelled
+                overrides = [*overrides[:3], "train.learning_rate=0.0005", "model.mix=False",
+                             "train.threads=2", "train.resume=runs/x/1"]
             if (d_model, seed) in values:
                 v = values[(d_model, seed)]
                 metrics = {"training": {"best_val_loss": v},
@@ -190,7 +192,8 @@ def test_seed_summary_groups_by_the_other_overrides(tmp_path: Path) -> None:
             assert float(row[f"{metric}_std"]) == pytest.approx(scale.std(ddof=1), rel=1e-12)
             assert row[f"{metric}_n"] == str(len(v))
         assert row["test_wape_mean"] == "" and row["test_wape_n"] == "0"  # null in metrics.json
-        assert row["overrides"] == f"model.d_model={d_model} dataset=ETTh1"
+        assert row["overrides"] == (f"model.d_model={d_model} dataset=ETTh1 train.learning_rate=5e-4"
+                                    " model.mix=false")
     markdown = (tmp_path / sweep.SUMMARY_MD).read_text()
     assert "## Mean ± std over seeds" in markdown
     section = markdown.split("## Mean ± std over seeds")[1]

@@ -3,7 +3,8 @@
 ``python scripts/train.py -m train.seed=1,2,3 model.d_model=256,512`` trains each setting once per seed.
 The sweep summary then groups the jobs by every override except ``train.seed`` and the execution-only
 keys of :data:`EXECUTION_KEYS` (how a job ran, not what it learned: one seed run with two threads and
-another with one, or resumed, are the same setting), and gives, per setting,
+another with one, or resumed, are the same setting), comparing values as Hydra reads them (``5e-4`` and
+``0.0005``, or ``True`` and ``true``, are one setting), and gives, per setting,
 the number n of completed jobs and the mean and sample standard deviation (n - 1 in the denominator) of
 each summary number (:func:`informer.training.registry.run_summary`) over them: summary_by_setting.csv,
 and a section of summary.md below the per-job table when some setting ran more than once. Jobs that
@@ -17,7 +18,10 @@ import io
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 
 SEED_KEYS = ("train.seed",)
 EXECUTION_KEYS = ("train.threads", "train.num_workers", "train.resume", "train.checkpoint_every",
@@ -66,14 +70,29 @@ class Setting:
                     len(values))
 
 
+_PARSER = OverridesParser.create()
+
+
+def _parsed(key: str, text: str) -> Any:
+    """An override's value as Hydra reads it, numbers as floats, so that spellings of one value compare
+    equal; the text itself where Hydra's grammar rejects it."""
+    try:
+        value = _PARSER.parse_override(f"{key}={text}").value()
+    except HydraException:
+        return text
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def group_by_setting(rows: Sequence[Job]) -> list[Setting]:
     """Jobs grouped by their overrides other than the seed and the execution-only keys, in the order of
-    each group's first job."""
+    each group's first job; a group shows its first job's spelling of each value."""
     groups: dict[tuple[tuple[str, str], ...], Setting] = {}
     for row in rows:
         overrides = {k: v for k, v in row.override_values().items()
                      if k not in SEED_KEYS and k not in EXECUTION_KEYS}
-        key = tuple(sorted(overrides.items()))
+        key = tuple(sorted((k, repr(_parsed(k, v))) for k, v in overrides.items()))
         groups.setdefault(key, Setting(overrides)).jobs.append(row)
     return list(groups.values())
 
