@@ -201,6 +201,29 @@ def test_seed_summary_groups_by_the_other_overrides(tmp_path: Path) -> None:
     assert "| 16 | 2 of 3 | 1, 2 | 0.23 ± 0.042 |" in section  # mean 0.23, sample std 0.0424
 
 
+def test_seed_summary_columns_show_only_values_that_differ() -> None:
+    """Two settings that spell one learning rate differently differ only in d_model: only it is a column."""
+    from dataclasses import dataclass, field
+
+    from informer.training.seed_summary import group_by_setting, setting_keys
+
+    @dataclass
+    class Row:
+        overrides: list[str]
+        job: int | None = None
+        status: str = "completed"
+        metrics: dict[str, float] = field(default_factory=dict)
+
+        def override_values(self) -> dict[str, str]:
+            return dict(item.split("=", 1) for item in self.overrides)
+
+    settings = group_by_setting([Row(["model.d_model=8", "train.learning_rate=5e-4", "train.seed=1"]),
+                                 Row(["model.d_model=16", "train.learning_rate=0.0005", "train.seed=1"]),
+                                 Row(["model.d_model=16", "train.learning_rate=5.0e-4", "train.seed=2"])])
+    assert [len(s.jobs) for s in settings] == [1, 2]
+    assert setting_keys(settings) == ["model.d_model"]
+
+
 @pytest.fixture(scope="module")
 def seed_sweep(ett_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("seeds")

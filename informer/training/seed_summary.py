@@ -85,6 +85,10 @@ def _parsed(key: str, text: str) -> Any:
     return value
 
 
+def _comparable(key: str, text: str) -> str:
+    return repr(_parsed(key, text))
+
+
 def group_by_setting(rows: Sequence[Job]) -> list[Setting]:
     """Jobs grouped by their overrides other than the seed and the execution-only keys, in the order of
     each group's first job; a group shows its first job's spelling of each value."""
@@ -92,7 +96,7 @@ def group_by_setting(rows: Sequence[Job]) -> list[Setting]:
     for row in rows:
         overrides = {k: v for k, v in row.override_values().items()
                      if k not in SEED_KEYS and k not in EXECUTION_KEYS}
-        key = tuple(sorted((k, repr(_parsed(k, v))) for k, v in overrides.items()))
+        key = tuple(sorted((k, _comparable(k, v)) for k, v in overrides.items()))
         groups.setdefault(key, Setting(overrides)).jobs.append(row)
     return list(groups.values())
 
@@ -102,7 +106,8 @@ def setting_keys(settings: Sequence[Setting]) -> list[str]:
     keys: dict[str, None] = {}
     for s in settings:
         keys.update(dict.fromkeys(s.overrides))
-    return [k for k in keys if len({s.overrides.get(k) for s in settings}) > 1]
+    return [k for k in keys
+            if len({None if k not in s.overrides else _comparable(k, s.overrides[k]) for s in settings}) > 1]
 
 
 def repeated(settings: Sequence[Setting]) -> bool:
