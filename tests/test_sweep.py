@@ -201,27 +201,19 @@ def test_seed_summary_groups_by_the_other_overrides(tmp_path: Path) -> None:
     assert "| 16 | 2 of 3 | 1, 2 | 0.23 ± 0.042 |" in section  # mean 0.23, sample std 0.0424
 
 
-def test_seed_summary_columns_show_only_values_that_differ() -> None:
+def test_seed_summary_columns_show_only_values_that_differ(tmp_path: Path) -> None:
     """Two settings that spell one learning rate differently differ only in d_model: only it is a column."""
-    from dataclasses import dataclass, field
-
     from informer.training.seed_summary import group_by_setting, setting_keys
 
-    @dataclass
-    class Row:
-        overrides: list[str]
-        job: int | None = None
-        status: str = "completed"
-        metrics: dict[str, float] = field(default_factory=dict)
-
-        def override_values(self) -> dict[str, str]:
-            return dict(item.split("=", 1) for item in self.overrides)
-
-    settings = group_by_setting([Row(["model.d_model=8", "train.learning_rate=5e-4", "train.seed=1"]),
-                                 Row(["model.d_model=16", "train.learning_rate=0.0005", "train.seed=1"]),
-                                 Row(["model.d_model=16", "train.learning_rate=5.0e-4", "train.seed=2"])])
+    for num, overrides in enumerate([["model.d_model=8", "train.learning_rate=5e-4", "train.seed=1"],
+                                     ["model.d_model=16", "train.learning_rate=0.0005", "train.seed=1"],
+                                     ["model.d_model=16", "train.learning_rate=5.0e-4", "train.seed=2"]]):
+        _fake_job(tmp_path, num, overrides, record={"status": "completed"})
+    rows = sweep.collect_sweep(tmp_path)
+    settings = group_by_setting(rows)
     assert [len(s.jobs) for s in settings] == [1, 2]
     assert setting_keys(settings) == ["model.d_model"]
+    assert sweep.varying_keys(rows) == ["model.d_model", "train.seed"]  # the per-job table's columns
 
 
 @pytest.fixture(scope="module")

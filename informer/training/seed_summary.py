@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -101,13 +101,19 @@ def group_by_setting(rows: Sequence[Job]) -> list[Setting]:
     return list(groups.values())
 
 
+def differing_keys(overrides: Sequence[Mapping[str, str]]) -> list[str]:
+    """Override keys whose value, as Hydra reads it, differs between the mappings (a key one of them lacks
+    differs), in first-seen order."""
+    keys: dict[str, None] = {}
+    for values in overrides:
+        keys.update(dict.fromkeys(values))
+    return [k for k in keys
+            if len({None if k not in values else _comparable(k, values[k]) for values in overrides}) > 1]
+
+
 def setting_keys(settings: Sequence[Setting]) -> list[str]:
     """Override keys whose value differs between settings, in first-seen order."""
-    keys: dict[str, None] = {}
-    for s in settings:
-        keys.update(dict.fromkeys(s.overrides))
-    return [k for k in keys
-            if len({None if k not in s.overrides else _comparable(k, s.overrides[k]) for s in settings}) > 1]
+    return differing_keys([s.overrides for s in settings])
 
 
 def repeated(settings: Sequence[Setting]) -> bool:

@@ -140,12 +140,9 @@ def metric_columns(rows: list[JobRow]) -> tuple[str, ...]:
 
 
 def varying_keys(rows: list[JobRow]) -> list[str]:
-    """Override keys whose value differs between jobs (the swept parameters), in first-seen order."""
-    per_row = [r.override_values() for r in rows]
-    keys: dict[str, None] = {}
-    for values in per_row:
-        keys.update(dict.fromkeys(values))
-    return [k for k in keys if len({values.get(k) for values in per_row}) > 1]
+    """Override keys whose value differs between jobs (the swept parameters), in first-seen order; one
+    value spelled two ways (``5e-4``, ``0.0005``) does not differ."""
+    return seed_summary.differing_keys([r.override_values() for r in rows])
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -305,9 +302,9 @@ class SweepSummaryCallback(Callback):
         log.info("sweep summary (%d of %d job(s) completed): %s and %s", done, len(rows), csv_path, md_path)
         best = best_row(rows)
         if best is not None:
+            swept = set(varying_keys(rows))
             log.info("best job %s: best_val_loss %s (%s)", best.job, _fmt(best.best_val_loss),
-                     " ".join(f"{k}={v}" for k, v in best.override_values().items()
-                              if k in varying_keys(rows)))
+                     " ".join(f"{k}={v}" for k, v in best.override_values().items() if k in swept))
         settings = seed_summary.group_by_setting(rows)
         if seed_summary.repeated(settings):
             log.info("mean ± std over seeds (%s):", root / SUMMARY_BY_SETTING_CSV)
